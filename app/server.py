@@ -1,0 +1,109 @@
+"""The application factory and the lifetime of what the server holds open.
+
+``create_app`` builds the aiohttp application from the settings. Its
+cleanup contexts open, in order, the embedded store (when no MongoDB URI is
+set), the MongoDB client with indexes and counters in place, and the
+services; they close in reverse order on shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from app import keys
+from app.embedded import EmbeddedStore
+from app.indexes import apply_indexes
+from app.mongo import open_client, supports_transactions
+from app.services import Services
+from app.services.users import ensure_admin
+from app.settings import Settings
+from app.store.database import Store
+from app.web.middlewares import acting_user, error_envelope
+from app.web.routes import add_routes
+
+log = logging.getLogger("deardiary.server")
+
+MONGO_URI = web.AppKey("mongo_uri", str)
+
+
+def create_app(settings: Settings, *, client: Any = None) -> web.Application:
+    """The registry application; ``client`` replaces the MongoDB connection."""
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[error_envelope, acting_user],
+    )
+    app[keys.SETTINGS] = settings
+    if client is None:
+        app.cleanup_ctx.append(_embedded_store if settings.embedded else _given_uri)
+    app.cleanup_ctx.append(_mongo(client))
+    add_routes(app)
+    return app
+
+
+async def _given_uri(app: web.Application) -> AsyncIterator[None]:
+    uri = app[keys.SETTINGS].mongo_uri
+    assert uri is not None
+    log.info("using MongoDB at %s", _redacted(uri))
+    app[MONGO_URI] = uri
+    yield
+
+
+async def _embedded_store(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    store = EmbeddedStore(settings.data_dir / "store")
+    await store.start()
+    app[MONGO_URI] = store.uri
+    try:
+        yield
+    finally:
+        await store.stop()
+
+
+def _mongo(client: Any) -> Any:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        settings = app[keys.SETTINGS]
+        owned = client is None
+        mongo = (
+            open_client(app[MONGO_URI], timeout_ms=settings.mongo_timeout_ms)
+            if owned
+            else client
+        )
+        try:
+            await _open_store(app, mongo)
+            yield
+        finally:
+            if owned:
+                mongo.close()
+
+    return context
+
+
+async def _open_store(app: web.Application, mongo: Any) -> None:
+    settings = app[keys.SETTINGS]
+    transactions = await supports_transactions(mongo)
+    if not transactions:
+        log.warning(
+            "MongoDB has no transactions (not a replica set): registry steps "
+            "run one by one, unique indexes still hold the invariants"
+        )
+    db = mongo[settings.db_name]
+    await apply_indexes(db)
+    store = Store(db, transactions=transactions, retries=settings.transaction_retries)
+    await store.seed_id_counters()
+
+    app[keys.MONGO_CLIENT] = mongo
+    app[keys.SERVICES] = Services.build(store)
+    app[keys.ADMIN] = await ensure_admin(store, settings.admin_username)
+
+
+def _redacted(uri: str) -> str:
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()

@@ -1,0 +1,93 @@
+"""Configuration: every ``DEARDIARY_*`` variable, read once into `Settings`.
+
+Nothing else in the application reads the environment; the settings object
+is built at startup and passed in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PREFIX = "DEARDIARY_"
+
+
+class ConfigError(Exception):
+    """A configuration variable has an invalid value."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+class Settings(BaseModel):
+    """The server's configuration; field names are the variables' suffixes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mongo_uri: str | None = None
+    db_name: str = Field(default="deardiary", min_length=1, max_length=63)
+    host: str = "127.0.0.1"
+    port: int = Field(default=9000, ge=1, le=65535)
+    data_dir: Path = Path(".deardiary")
+    enable_auth: bool = False
+    allow_insecure_network: bool = False
+    jwt_secret: str | None = None
+    admin_username: str | None = None
+    admin_password: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=8 * 1024**3, ge=1024)
+    mongo_timeout_ms: int = Field(default=5000, ge=100, le=120_000)
+    transaction_retries: int = Field(default=50, ge=1, le=1000)
+
+    @property
+    def embedded(self) -> bool:
+        """True when the server runs its own store instead of a given URI."""
+        return self.mongo_uri is None
+
+    @property
+    def loopback_only(self) -> bool:
+        """True when the listening host is a loopback address."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build the settings from ``DEARDIARY_*`` variables, or raise ConfigError."""
+    known = set(Settings.model_fields)
+    raw: dict[str, str] = {}
+    for key, value in environ.items():
+        if not key.startswith(PREFIX):
+            continue
+        name = key[len(PREFIX) :].lower()
+        if name not in known:
+            raise ConfigError(key, "unknown setting")
+        if value != "":
+            raw[name] = value
+
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        variable = PREFIX + str(first["loc"][0]).upper()
+        raise ConfigError(variable, first["msg"]) from exc
+
+    _check_uri(settings.mongo_uri)
+    return settings
+
+
+def _check_uri(uri: str | None) -> None:
+    if uri is not None and not uri.startswith(("mongodb://", "mongodb+srv://")):
+        raise ConfigError(
+            PREFIX + "MONGO_URI", "must start with mongodb:// or mongodb+srv://"
+        )

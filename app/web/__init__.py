@@ -1,0 +1,1 @@
+"""HTTP: translation between JSON requests and the services."""

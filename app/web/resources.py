@@ -1,0 +1,132 @@
+"""Resource bytes over HTTP: multipart upload and download, both streamed.
+
+The upload's text parts (``name``, ``description``) come before its
+``file`` part, which comes last, so the record is validated before a byte
+is stored; the bytes then flow to GridFS chunk by chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+from aiohttp import BodyPartReader, MultipartReader, web
+
+from app import keys
+from app.errors import InvalidPayload
+from app.schemas import DESCRIPTION_MAX, ResourceCreate
+from app.store.files import CHUNK_BYTES
+from app.web import responses
+from app.web.handlers import actor, service
+from app.web.parsing import path_id, validate
+
+TEXT_FIELDS = frozenset({"name", "description"})
+# Four bytes a character at most, plus slack for the longest text field.
+TEXT_PART_MAX = DESCRIPTION_MAX * 4 + 1024
+
+
+async def upload(request: web.Request) -> web.StreamResponse:
+    """POST /resource/experiment/{id}: store a file and its record."""
+    experiment_id = path_id(request, "experiment")
+    reader = await _multipart(request)
+    fields, file_part = await _text_fields(reader)
+    body = validate(ResourceCreate, fields)
+
+    resource_id = await service(request, "resources").create(
+        actor(request),
+        experiment_id,
+        body,
+        _file_chunks(file_part, reader),
+        max_bytes=request.app[keys.SETTINGS].max_upload_bytes,
+    )
+    return responses.created(
+        request, "resource", resource_id, f"/resource/{resource_id}"
+    )
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    """GET /resource/{id}/data: the bytes, with the sha256 as ETag."""
+    resource, chunks = await service(request, "resources").open(
+        actor(request), path_id(request, "resource")
+    )
+    etag = resource.content_hash
+    if request.if_none_match and any(
+        tag.value == etag for tag in request.if_none_match
+    ):
+        return web.Response(status=304, headers={"ETag": f'"{etag}"'})
+
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": _attachment(resource.name),
+            "ETag": f'"{etag}"',
+        }
+    )
+    response.content_length = resource.size_bytes
+    await response.prepare(request)
+    async for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def _attachment(name: str) -> str:
+    return f"attachment; filename*=UTF-8''{quote(name)}"
+
+
+async def _multipart(request: web.Request) -> MultipartReader:
+    if not request.content_type.startswith("multipart/"):
+        raise InvalidPayload("body must be multipart/form-data with a file part")
+    try:
+        return await request.multipart()
+    except (ValueError, AssertionError) as exc:
+        raise InvalidPayload("body is not valid multipart/form-data") from exc
+
+
+async def _text_fields(
+    reader: MultipartReader,
+) -> tuple[dict[str, str], BodyPartReader]:
+    """The text parts before the file part, and the file part itself."""
+    fields: dict[str, str] = {}
+    while True:
+        part = await _next_part(reader)
+        if part is None:
+            raise InvalidPayload("file: a file part is required")
+        if part.name == "file":
+            return fields, part
+        if part.name not in TEXT_FIELDS:
+            raise InvalidPayload(f"{part.name}: unknown field")
+        if part.name in fields:
+            raise InvalidPayload(f"{part.name}: given twice")
+        fields[part.name] = await _read_text(part)
+
+
+async def _next_part(reader: MultipartReader) -> BodyPartReader | None:
+    try:
+        part = await reader.next()
+    except ValueError as exc:
+        raise InvalidPayload("body is not valid multipart/form-data") from exc
+    if part is not None and not isinstance(part, BodyPartReader):
+        raise InvalidPayload("nested multipart bodies are not accepted")
+    return part
+
+
+async def _read_text(part: BodyPartReader) -> str:
+    raw = bytearray()
+    while chunk := await part.read_chunk(CHUNK_BYTES):
+        raw.extend(chunk)
+        if len(raw) > TEXT_PART_MAX:
+            raise InvalidPayload(f"{part.name}: too long")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidPayload(f"{part.name}: must be UTF-8 text") from exc
+
+
+async def _file_chunks(
+    part: BodyPartReader, reader: MultipartReader
+) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(CHUNK_BYTES):
+        yield chunk
+    if await _next_part(reader) is not None:
+        raise InvalidPayload("file: the file part must be the last part")

@@ -1,0 +1,127 @@
+"""The route table: every path, method and handler of the API (SPEC 3).
+
+Ids in paths admit digits only, so a path id that is not an integer matches
+no route and answers 404.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from app import schemas
+from app.web import resources
+from app.web.handlers import (
+    Handler,
+    creation,
+    fetch,
+    listing,
+    modification,
+    removal,
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One method on one path."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    """Liveness: answers without touching the database."""
+    return web.json_response({"status": "ok"})
+
+
+def _record_routes(
+    word: str,
+    service: str,
+    *,
+    create: type[schemas.Body],
+    update: type[schemas.Body],
+    parent: str | None,
+) -> list[Route]:
+    """The five routes of a kind of record: get, list, create, update, delete."""
+    one = f"/{word}/{{id:\\d+}}"
+    many = f"/{word}" if parent is None else f"/{word}/{parent}/{{id:\\d+}}"
+    return [
+        Route("GET", one, fetch(service, word), f"Get a {word}"),
+        Route("GET", many, listing(service, parent), f"List {word}s"),
+        Route(
+            "POST",
+            many,
+            creation(service, word, create, parent, f"/{word}"),
+            f"Create a {word}",
+        ),
+        Route("PATCH", one, modification(service, word, update), f"Update a {word}"),
+        Route("DELETE", one, removal(service, word), f"Delete a {word}"),
+    ]
+
+
+def _resource_routes() -> list[Route]:
+    one = "/resource/{id:\\d+}"
+    many = "/resource/experiment/{id:\\d+}"
+    return [
+        Route("GET", one, fetch("resources", "resource"), "Get a resource"),
+        Route("GET", f"{one}/data", resources.download, "Download its bytes"),
+        Route("GET", many, listing("resources", "experiment"), "List resources"),
+        Route("POST", many, resources.upload, "Upload a resource (multipart)"),
+        Route(
+            "PATCH",
+            one,
+            modification("resources", "resource", schemas.ResourceUpdate),
+            "Update a resource",
+        ),
+        Route("DELETE", one, removal("resources", "resource"), "Delete a resource"),
+    ]
+
+
+ROUTES: list[Route] = [
+    Route("GET", "/health", health, "Liveness"),
+    *_record_routes(
+        "project",
+        "projects",
+        create=schemas.ProjectCreate,
+        update=schemas.ProjectUpdate,
+        parent=None,
+    ),
+    *_record_routes(
+        "experiment",
+        "experiments",
+        create=schemas.ExperimentCreate,
+        update=schemas.ExperimentUpdate,
+        parent="project",
+    ),
+    *_record_routes(
+        "iteration",
+        "iterations",
+        create=schemas.IterationCreate,
+        update=schemas.IterationUpdate,
+        parent="experiment",
+    ),
+    *_resource_routes(),
+    *_record_routes(
+        "model",
+        "models",
+        create=schemas.ModelCreate,
+        update=schemas.ModelUpdate,
+        parent="project",
+    ),
+    *_record_routes(
+        "modelversion",
+        "modelversions",
+        create=schemas.ModelVersionCreate,
+        update=schemas.ModelVersionUpdate,
+        parent="model",
+    ),
+]
+
+
+def add_routes(app: web.Application) -> None:
+    """Register every route of the table on ``app``."""
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
