@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pymongo.errors import ConfigurationError, InvalidURI
+from pymongo.uri_parser import parse_uri
 
 PREFIX = "DEARDIARY_"
 
@@ -87,7 +89,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 
 
 def _check_uri(uri: str | None) -> None:
-    if uri is not None and not uri.startswith(("mongodb://", "mongodb+srv://")):
-        raise ConfigError(
-            PREFIX + "MONGO_URI", "must start with mongodb:// or mongodb+srv://"
-        )
+    variable = PREFIX + "MONGO_URI"
+    if uri is None:
+        return
+    if not uri.startswith(("mongodb://", "mongodb+srv://")):
+        raise ConfigError(variable, "must start with mongodb:// or mongodb+srv://")
+    if uri.startswith("mongodb+srv://"):
+        return  # parsing it would resolve DNS records at startup
+    try:
+        parse_uri(uri)
+    except (InvalidURI, ConfigurationError, ValueError) as exc:
+        # The driver's message may quote the URI, password included.
+        raise ConfigError(variable, "is not a valid MongoDB URI") from exc

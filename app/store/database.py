@@ -155,6 +155,9 @@ class Store:
     ) -> tuple[list[Document], int]:
         """One page of matching documents, sorted, and the total count."""
         coll = self.db[collection]
+        if limit == 0:
+            # MongoDB reads a limit of 0 as "no limit".
+            return [], await coll.count_documents(query)
         cursor = coll.find(query).sort(sort, 1).skip(offset).limit(limit)
         docs, total = await asyncio.gather(
             cursor.to_list(length=limit), coll.count_documents(query)

@@ -15,13 +15,17 @@ from app.services.base import DEFAULT_LIMIT, MAX_LIMIT
 B = TypeVar("B", bound=Body)
 
 
+# Digits in the largest id; longer strings are refused before int() parses
+# them, which for thousands of digits is slow and then raises.
+MAX_ID_DIGITS = len(str(MAX_ID))
+
+
 def path_id(request: web.Request, entity: str, key: str = "id") -> int:
     """The integer id in the path; one beyond 64 bits names nothing."""
-    raw = request.match_info[key]
-    value = int(raw)  # the route pattern admits digits only
-    if not 1 <= value <= MAX_ID:
-        raise NotFound(f"{entity} {raw} not found")
-    return value
+    raw = request.match_info[key]  # the route pattern admits ASCII digits only
+    if len(raw) > MAX_ID_DIGITS or not 1 <= int(raw) <= MAX_ID:
+        raise NotFound(f"{entity} {raw[:40]} not found")
+    return int(raw)
 
 
 def page_bounds(request: web.Request) -> tuple[int, int]:
@@ -35,7 +39,8 @@ def _non_negative(request: web.Request, name: str, default: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_ID:
+    digits = raw.isascii() and raw.isdigit() and len(raw) <= MAX_ID_DIGITS
+    if not digits or int(raw) > MAX_ID:
         raise InvalidPayload(f"{name}: must be a non-negative integer")
     return int(raw)
 
@@ -49,10 +54,19 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _bounded_int(text: str) -> int:
+    # An integer too long for any id still is valid JSON: stand in one just
+    # out of range, so validation names the field instead of the parser
+    # choking on thousands of digits.
+    if len(text.lstrip("-")) > MAX_ID_DIGITS:
+        return -(MAX_ID + 1) if text.startswith("-") else MAX_ID + 1
+    return int(text)
+
+
 def parse_object(raw: bytes) -> dict[str, Any]:
     """The JSON object in ``raw``, or InvalidJSON."""
     try:
-        data = json.loads(raw, object_pairs_hook=_unique_keys)
+        data = json.loads(raw, object_pairs_hook=_unique_keys, parse_int=_bounded_int)
     except (ValueError, RecursionError) as exc:
         raise InvalidJSON("body is not valid JSON") from exc
     if not isinstance(data, dict):

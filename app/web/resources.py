@@ -7,6 +7,7 @@ is stored; the bytes then flow to GridFS chunk by chunk.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from urllib.parse import quote
 
@@ -19,6 +20,8 @@ from app.store.files import CHUNK_BYTES
 from app.web import responses
 from app.web.handlers import actor, service
 from app.web.parsing import path_id, validate
+
+log = logging.getLogger("deardiary.http")
 
 TEXT_FIELDS = frozenset({"name", "description"})
 # Four bytes a character at most, plus slack for the longest text field.
@@ -50,9 +53,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         actor(request), path_id(request, "resource")
     )
     etag = resource.content_hash
-    if request.if_none_match and any(
-        tag.value == etag for tag in request.if_none_match
-    ):
+    if any(tag.value in (etag, "*") for tag in request.if_none_match or ()):
         return web.Response(status=304, headers={"ETag": f'"{etag}"'})
 
     response = web.StreamResponse(
@@ -64,8 +65,13 @@ async def download(request: web.Request) -> web.StreamResponse:
     )
     response.content_length = resource.size_bytes
     await response.prepare(request)
-    async for chunk in chunks:
-        await response.write(chunk)
+    try:
+        async for chunk in chunks:
+            await response.write(chunk)
+    except ConnectionResetError:
+        # The client hung up; there is nobody left to tell.
+        log.info("download of resource %d abandoned by the client", resource.id)
+        return response
     await response.write_eof()
     return response
 

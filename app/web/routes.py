@@ -46,8 +46,8 @@ def _record_routes(
     parent: str | None,
 ) -> list[Route]:
     """The five routes of a kind of record: get, list, create, update, delete."""
-    one = f"/{word}/{{id:\\d+}}"
-    many = f"/{word}" if parent is None else f"/{word}/{parent}/{{id:\\d+}}"
+    one = f"/{word}/{{id:[0-9]+}}"
+    many = f"/{word}" if parent is None else f"/{word}/{parent}/{{id:[0-9]+}}"
     return [
         Route("GET", one, fetch(service, word), f"Get a {word}"),
         Route("GET", many, listing(service, parent), f"List {word}s"),
@@ -63,8 +63,8 @@ def _record_routes(
 
 
 def _resource_routes() -> list[Route]:
-    one = "/resource/{id:\\d+}"
-    many = "/resource/experiment/{id:\\d+}"
+    one = "/resource/{id:[0-9]+}"
+    many = "/resource/experiment/{id:[0-9]+}"
     return [
         Route("GET", one, fetch("resources", "resource"), "Get a resource"),
         Route("GET", f"{one}/data", resources.download, "Download its bytes"),
