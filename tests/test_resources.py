@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import logging
 from typing import Any
 
 import pytest
@@ -405,3 +407,27 @@ async def test_if_none_match_forms_that_match_are_304(
     body = await response.read()
 
     assert (response.status, body) == (304, b"")
+
+
+async def test_client_hanging_up_mid_download_is_no_server_error(
+    api: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Larger than the socket buffers, so the server is still writing.
+    form = _form(("name", "big"), ("file", b"x" * 32_000_000))
+    created = await api.post(
+        f"/resource/experiment/{await _experiment(api)}", data=form
+    )
+    resource_id = (await created.json())["resource_id"]
+    caplog.set_level(logging.INFO, logger="deardiary")
+
+    response = await api.get(f"/resource/{resource_id}/data")
+    await response.content.readexactly(1024)
+    response.close()
+
+    for _ in range(200):
+        if any("abandoned" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.025)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    assert any("abandoned" in r.getMessage() for r in caplog.records)
