@@ -156,8 +156,14 @@ class Registry:
         incumbent."""
 
         async def update() -> None:
-            body = ModelVersionUpdate(
-                stage_id=stage, description=description, resource_id=resource_id
+            # Validated from plain data, so an int stage gets the same strict
+            # check as over HTTP (True or "3" are refused).
+            body = ModelVersionUpdate.model_validate(
+                {
+                    "stage_id": stage,
+                    "description": description,
+                    "resource_id": resource_id,
+                }
             )
             await self._services.modelversions.update(self._actor, id, body)
 
