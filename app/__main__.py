@@ -43,13 +43,19 @@ def main() -> int:
         settings.port,
         "embedded" if settings.embedded else "MongoDB",
     )
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            access_log=None,
+            print=None,
+        )
+    except ConfigError as exc:
+        # Raised while opening the store: auth is on, no admin can log in
+        # yet, and the settings do not name one to create.
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -43,3 +43,6 @@ def configure(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
+    # The driver's DEBUG lines quote whole commands, documents and password
+    # hashes included; they never go to the log.
+    logging.getLogger("pymongo").setLevel(max(logging.INFO, root.level))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import unicodedata
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +25,9 @@ from pydantic import (
 E = TypeVar("E", bound=IntEnum)
 
 MAX_ID = 2**63 - 1
+# bcrypt reads at most 72 bytes; a longer password is refused, not cut.
+PASSWORD_MIN_BYTES = 8
+PASSWORD_MAX_BYTES = 72
 NAME_MAX = 256
 DESCRIPTION_MAX = 65_536
 
@@ -273,3 +276,88 @@ class ModelVersionUpdate(Body):
     stage_id: StageChoice | None = None
     description: Description | None = None
     resource_id: Id | None = None
+
+
+# Users, permissions and tokens -------------------------------------------
+
+
+class User(Record):
+    """A user as the API shows it; the password hash is never part of it."""
+
+    username: str
+    first_name: str = ""
+    last_name: str = ""
+    is_admin: bool = False
+    created_date: Timestamp
+    updated_date: Timestamp | None = None
+
+
+class UserPermission(Record):
+    user_id: int
+    project_id: int
+    create_permission: bool
+    read_permission: bool
+    update_permission: bool
+    delete_permission: bool
+
+
+class TokenEnvelope(BaseModel):
+    """The answer to a login or a refresh."""
+
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_at: Timestamp
+    user: User
+
+
+def _password(value: str) -> str:
+    size = len(value.encode())
+    if not PASSWORD_MIN_BYTES <= size <= PASSWORD_MAX_BYTES:
+        raise ValueError(
+            f"must be {PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes in UTF-8"
+        )
+    return value
+
+
+def _person_name(value: str) -> str:
+    value = value.strip()
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Password = Annotated[str, AfterValidator(_password)]
+PersonName = Annotated[str, Field(max_length=NAME_MAX), AfterValidator(_person_name)]
+
+
+class Credentials(Body):
+    username: str
+    password: str
+
+
+class UserCreate(Body):
+    username: Name
+    password: Password
+    first_name: PersonName = ""
+    last_name: PersonName = ""
+
+
+class UserUpdate(Body):
+    password: Password | None = None
+    first_name: PersonName | None = None
+    last_name: PersonName | None = None
+    is_admin: bool | None = None
+
+
+class UserPermissionCreate(Body):
+    create_permission: bool
+    read_permission: bool
+    update_permission: bool
+    delete_permission: bool
+
+
+class UserPermissionUpdate(Body):
+    create_permission: bool | None = None
+    read_permission: bool | None = None
+    update_permission: bool | None = None
+    delete_permission: bool | None = None

@@ -3,7 +3,9 @@
 ``create_app`` builds the aiohttp application from the settings. Its
 cleanup contexts open, in order, the embedded store (when no MongoDB URI is
 set), the MongoDB client with indexes and counters in place, and the
-services; they close in reverse order on shutdown.
+services with the admin user in place; they close in reverse order on
+shutdown. With auth on and no admin who can log in, opening the store
+raises ConfigError unless the settings name the admin to create.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from app.indexes import apply_indexes
 from app.mongo import open_client, supports_transactions
 from app.services import Services
 from app.services.users import ensure_admin
-from app.settings import Settings
+from app.settings import Settings, check_auth
 from app.store.database import Store
 from app.web.middlewares import acting_user, error_envelope
 from app.web.routes import add_routes
@@ -32,7 +34,11 @@ MONGO_URI = web.AppKey("mongo_uri", str)
 
 
 def create_app(settings: Settings, *, client: Any = None) -> web.Application:
-    """The registry application; ``client`` replaces the MongoDB connection."""
+    """The registry application; ``client`` replaces the MongoDB connection.
+
+    Raises ConfigError when auth is on without a usable secret.
+    """
+    check_auth(settings)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[error_envelope, acting_user],
@@ -96,9 +102,15 @@ async def _open_store(app: web.Application, mongo: Any) -> None:
     store = Store(db, transactions=transactions, retries=settings.transaction_retries)
     await store.seed_id_counters()
 
+    services = Services.build(store, settings)
     app[keys.MONGO_CLIENT] = mongo
-    app[keys.SERVICES] = Services.build(store)
-    app[keys.ADMIN] = await ensure_admin(store, settings.admin_username)
+    app[keys.SERVICES] = services
+    if settings.enable_auth:
+        app[keys.ADMIN] = await services.users.bootstrap_admin(
+            settings.admin_username, settings.admin_password
+        )
+    else:
+        app[keys.ADMIN] = await ensure_admin(store, settings.admin_username)
 
 
 def _redacted(uri: str) -> str:

@@ -15,7 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo.errors import ConfigurationError, InvalidURI
 from pymongo.uri_parser import parse_uri
 
+from app.schemas import PASSWORD_MAX_BYTES, PASSWORD_MIN_BYTES
+
 PREFIX = "DEARDIARY_"
+
+JWT_SECRET_MIN_BYTES = 32
 
 
 class ConfigError(Exception):
@@ -41,6 +45,10 @@ class Settings(BaseModel):
     jwt_secret: str | None = None
     admin_username: str | None = None
     admin_password: str | None = None
+    token_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=366 * 24 * 3600)
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    login_max_failures: int = Field(default=5, ge=1, le=1000)
+    login_window_seconds: int = Field(default=300, ge=1, le=24 * 3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -85,7 +93,34 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         raise ConfigError(variable, first["msg"]) from exc
 
     _check_uri(settings.mongo_uri)
+    check_auth(settings)
     return settings
+
+
+def check_auth(settings: Settings) -> None:
+    """Raise ConfigError when auth is on without a usable secret or password.
+
+    The messages never contain the values themselves.
+    """
+    if not settings.enable_auth:
+        return
+    if settings.jwt_secret is None:
+        raise ConfigError(
+            PREFIX + "JWT_SECRET", "is required when DEARDIARY_ENABLE_AUTH=true"
+        )
+    if len(settings.jwt_secret.encode()) < JWT_SECRET_MIN_BYTES:
+        raise ConfigError(
+            PREFIX + "JWT_SECRET",
+            f"must be at least {JWT_SECRET_MIN_BYTES} bytes long",
+        )
+    password = settings.admin_password
+    if password is not None and not (
+        PASSWORD_MIN_BYTES <= len(password.encode()) <= PASSWORD_MAX_BYTES
+    ):
+        raise ConfigError(
+            PREFIX + "ADMIN_PASSWORD",
+            f"must be {PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes in UTF-8",
+        )
 
 
 def _check_uri(uri: str | None) -> None:

@@ -144,6 +144,15 @@ class Store:
         return docs
 
     @translated
+    async def aggregate(
+        self, collection: str, pipeline: list[Document], *, session: Session = None
+    ) -> list[Document]:
+        """Every document ``pipeline`` yields; for bounded results only."""
+        cursor = self.db[collection].aggregate(pipeline, session=session)
+        docs: list[Document] = await cursor.to_list(length=None)
+        return docs
+
+    @translated
     async def page(
         self,
         collection: str,

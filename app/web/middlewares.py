@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from app import keys
+from app.auth import bearer_token
 from app.errors import (
     DatabaseUnavailable,
     InvalidJSON,
@@ -18,6 +19,7 @@ from app.errors import (
     RegistryError,
 )
 from app.web import responses
+from app.web.routes import PUBLIC
 
 log = logging.getLogger("deardiary.http")
 
@@ -55,7 +57,21 @@ async def error_envelope(request: web.Request, handler: Handler) -> web.StreamRe
 
 @web.middleware
 async def acting_user(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With authentication off every request acts as the seeded admin."""
-    # TODO(#3): resolve the bearer token into the actor when auth is on.
-    request[keys.ACTOR] = request.app[keys.ADMIN]
+    """Resolve who the request acts for.
+
+    With authentication off that is the seeded admin. With it on, the
+    bearer token names the user, loaded with their permission flags in one
+    query; public routes and paths the router does not know need no token.
+    """
+    if not request.app[keys.SETTINGS].enable_auth:
+        request[keys.ACTOR] = request.app[keys.ADMIN]
+    elif request.match_info.http_exception is None and not _public(request):
+        token = bearer_token(request.headers.get(hdrs.AUTHORIZATION))
+        services = request.app[keys.SERVICES]
+        request[keys.ACTOR] = await services.auth.actor_for(token)
     return await handler(request)
+
+
+def _public(request: web.Request) -> bool:
+    resource = request.match_info.route.resource
+    return resource is not None and (request.method, resource.canonical) in PUBLIC

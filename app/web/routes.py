@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from app import schemas
-from app.web import resources
+from app.web import resources, users
 from app.web.handlers import (
     Handler,
     creation,
@@ -30,6 +30,7 @@ class Route:
     path: str
     handler: Handler
     summary: str
+    public: bool = False
 
 
 async def health(request: web.Request) -> web.StreamResponse:
@@ -62,6 +63,32 @@ def _record_routes(
     ]
 
 
+def _auth_routes() -> list[Route]:
+    return [
+        Route("POST", "/auth", users.login, "Log in: a token", public=True),
+        Route("POST", "/auth/refresh", users.refresh, "A fresh token"),
+        Route("GET", "/auth/me", users.me, "The user a token names"),
+    ]
+
+
+def _permission_routes() -> list[Route]:
+    pair = "/userpermission/user/{user_id:[0-9]+}/project/{project_id:[0-9]+}"
+    one = "/userpermission/{id:[0-9]+}"
+    entity = "userpermission"
+    return [
+        Route("GET", pair, users.permission_of, "A user's permission on a project"),
+        Route("POST", pair, users.grant, "Grant a user permission on a project"),
+        Route("GET", one, fetch("userpermissions", entity), "Get a permission"),
+        Route(
+            "PATCH",
+            one,
+            modification("userpermissions", entity, schemas.UserPermissionUpdate),
+            "Update a permission",
+        ),
+        Route("DELETE", one, removal("userpermissions", entity), "Delete a permission"),
+    ]
+
+
 def _resource_routes() -> list[Route]:
     one = "/resource/{id:[0-9]+}"
     many = "/resource/experiment/{id:[0-9]+}"
@@ -81,7 +108,16 @@ def _resource_routes() -> list[Route]:
 
 
 ROUTES: list[Route] = [
-    Route("GET", "/health", health, "Liveness"),
+    Route("GET", "/health", health, "Liveness", public=True),
+    *_auth_routes(),
+    *_record_routes(
+        "user",
+        "users",
+        create=schemas.UserCreate,
+        update=schemas.UserUpdate,
+        parent=None,
+    ),
+    *_permission_routes(),
     *_record_routes(
         "project",
         "projects",
@@ -119,6 +155,11 @@ ROUTES: list[Route] = [
         parent="model",
     ),
 ]
+
+
+# Routes that answer without a token when authentication is on. They take
+# no path parameters, so a path is its own canonical form.
+PUBLIC = frozenset((route.method, route.path) for route in ROUTES if route.public)
 
 
 def add_routes(app: web.Application) -> None:
