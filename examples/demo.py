@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
+import io
 import os
 import pickle
 import sys
@@ -27,20 +27,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from sklearn import __version__ as VERSION
 from sklearn.datasets import load_digits
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
 from sklearn.svm import SVC
 
-DEFAULT_URL = "http://127.0.0.1:9000"
-SUCCEEDED = 2
-STAGES = {1: "NO_STAGE", 2: "STAGING", 3: "PRODUCTION", 4: "ARCHIVED"}
-PRODUCTION = 3
-ARCHIVED = 4
+from app.client import Client, ClientError, Iteration, ModelVersion, Stage, connect
 
-Json = dict[str, Any]
+DEFAULT_URL = "http://127.0.0.1:9000"
+PRODUCTION = Stage.PRODUCTION
+ARCHIVED = Stage.ARCHIVED
 
 # Two runs of one classifier; the second setting generalises far better.
 SETTINGS = ({"C": 1.0, "gamma": 0.01}, {"C": 10.0, "gamma": 0.001})
@@ -55,118 +52,23 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-# The registry over HTTP ---------------------------------------------------
-# One method per call, named as the registry's client names them, so that a
-# typed client can take this class's place.
+# Reading back what the demo made ------------------------------------------
 
 
-class Registry:
-    """The few registry calls the demo makes, over plain HTTP."""
-
-    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
-        self._http = http
-        self.url = url.rstrip("/")
-
-    async def health(self) -> None:
-        """Fail unless the server answers its liveness route."""
-        await self._call("GET", "/health")
-
-    async def create_project(self, name: str) -> int:
-        """Create a project; its id."""
-        return await self._create("/project", "project_id", json={"name": name})
-
-    async def create_experiment(self, project_id: int, name: str) -> int:
-        """Create an experiment in a project; its id."""
-        path = f"/experiment/project/{project_id}"
-        return await self._create(path, "experiment_id", json={"name": name})
-
-    async def create_model(self, project_id: int, name: str) -> int:
-        """Create a model in a project; its id."""
-        path = f"/model/project/{project_id}"
-        return await self._create(path, "model_id", json={"name": name})
-
-    async def create_iteration(self, experiment_id: int) -> int:
-        """Start a run (status RUNNING) in an experiment; its id."""
-        path = f"/iteration/experiment/{experiment_id}"
-        return await self._create(path, "iteration_id", json={})
-
-    async def finish_iteration(self, iteration_id: int, notes: str) -> None:
-        """Mark a run SUCCEEDED with notes."""
-        body = {"status_id": SUCCEEDED, "notes": notes}
-        await self._call("PATCH", f"/iteration/{iteration_id}", json=body)
-
-    async def get_iteration(self, iteration_id: int) -> Json:
-        """The iteration record."""
-        return await self._call("GET", f"/iteration/{iteration_id}")
-
-    async def upload_resource(
-        self, experiment_id: int, name: str, description: str, file: Path
-    ) -> int:
-        """Upload a file as a resource of an experiment; its id."""
-        with file.open("rb") as stream:
-            form = aiohttp.FormData()
-            form.add_field("name", name)
-            form.add_field("description", description)
-            # The file part goes last: the server checks the text first.
-            form.add_field("file", stream, filename=file.name)
-            path = f"/resource/experiment/{experiment_id}"
-            return await self._create(path, "resource_id", data=form)
-
-    async def get_resource(self, resource_id: int) -> Json:
-        """The resource record (name, size, content_hash)."""
-        return await self._call("GET", f"/resource/{resource_id}")
-
-    async def download_resource(self, resource_id: int) -> bytes:
-        """The resource's bytes."""
-        url = f"{self.url}/resource/{resource_id}/data"
-        async with self._http.get(url) as response:
-            await _raise_for_error(response)
-            return await response.read()
-
-    async def create_modelversion(
-        self, model_id: int, iteration_id: int, resource_id: int
-    ) -> int:
-        """Register a version of a model from a run; its id."""
-        body = {"iteration_id": iteration_id, "resource_id": resource_id}
-        path = f"/modelversion/model/{model_id}"
-        return await self._create(path, "modelversion_id", json=body)
-
-    async def get_modelversion(self, version_id: int) -> Json:
-        """The model version record."""
-        return await self._call("GET", f"/modelversion/{version_id}")
-
-    async def get_modelversions(self, model_id: int) -> list[Json]:
-        """Every version of a model, by version number."""
-        page = await self._call("GET", f"/modelversion/model/{model_id}")
-        return list(page["data"])
-
-    async def update_stage(self, version_id: int, stage_id: int) -> None:
-        """Move a model version to a stage."""
-        body = {"stage_id": stage_id}
-        await self._call("PATCH", f"/modelversion/{version_id}", json=body)
-
-    async def _create(self, path: str, key: str, **body: Any) -> int:
-        answer = await self._call("POST", path, **body)
-        return int(answer[key])
-
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Json:
-        url = self.url + path
-        async with self._http.request(method, url, **kwargs) as response:
-            await _raise_for_error(response)
-            answer: Json = await response.json()
-            return answer
+async def get_version(client: Client, version_id: int) -> ModelVersion:
+    """The model version, which the demo has just made."""
+    version = await client.get_modelversion(version_id)
+    if version is None:
+        raise DemoError(f"model version {version_id} is missing")
+    return version
 
 
-async def _raise_for_error(response: aiohttp.ClientResponse) -> None:
-    if response.status < 400:
-        return
-    try:
-        error = await response.json()
-        detail = f"{error['code']}: {error['message']}"
-    except (aiohttp.ContentTypeError, ValueError, KeyError, TypeError):
-        detail = (await response.text())[:200]
-    request = f"{response.method} {response.url.path}"
-    raise DemoError(f"{request} answered {response.status} {detail}")
+async def get_iteration(client: Client, iteration_id: int) -> Iteration:
+    """The iteration, which the demo has just made."""
+    iteration = await client.get_iteration(iteration_id)
+    if iteration is None:
+        raise DemoError(f"iteration {iteration_id} is missing")
+    return iteration
 
 
 # Training -----------------------------------------------------------------
@@ -229,122 +131,132 @@ def describe(setting: dict[str, float]) -> str:
 # The story ----------------------------------------------------------------
 
 
-async def set_up(registry: Registry) -> tuple[int, int, int]:
+async def set_up(client: Client) -> tuple[int, int, int]:
     """A fresh project with an experiment and a model; their ids."""
-    await registry.health()
-    say(f"registry at {registry.url} is up")
+    await client.health()
+    say(f"registry at {client.url} is up")
 
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
-    project_id = await registry.create_project(f"digits-demo-{stamp}")
+    project_id = await client.create_project(f"digits-demo-{stamp}")
     say(f"created project {project_id} 'digits-demo-{stamp}'")
 
-    experiment_id = await registry.create_experiment(project_id, "svc-sweep")
+    experiment_id = await client.create_experiment(project_id, "svc-sweep")
     say(f"created experiment {experiment_id} 'svc-sweep'")
 
-    model_id = await registry.create_model(project_id, "digits-classifier")
+    model_id = await client.create_model(project_id, "digits-classifier")
     say(f"created model {model_id} 'digits-classifier'")
     return project_id, experiment_id, model_id
 
 
 async def train_run(
-    registry: Registry,
+    client: Client,
     experiment_id: int,
     data: Digits,
     number: int,
     workdir: Path,
 ) -> Run:
-    """Train one setting as an iteration and upload the fitted model."""
+    """Train one setting as an iteration and upload the fitted model.
+
+    The iteration is marked SUCCEEDED only once its model is stored; an
+    error on the way marks it FAILED with the error's text.
+    """
     setting = SETTINGS[number - 1]
-    iteration_id = await registry.create_iteration(experiment_id)
-    classifier, accuracy = await asyncio.to_thread(fit, data, setting)
+    async with client.iteration(experiment_id) as iteration:
+        classifier, accuracy = await asyncio.to_thread(fit, data, setting)
+        notes = f"{describe(setting)} accuracy={accuracy!r}"
+        await client.update_iteration(iteration.id, notes=notes)
 
-    notes = f"{describe(setting)} accuracy={accuracy!r}"
-    await registry.finish_iteration(iteration_id, notes)
+        file = workdir / f"digits-svc-run{number}.pkl"
+        file.write_bytes(pickle.dumps(classifier))
+        description = f"{describe(setting)}, pickled by scikit-learn {VERSION}"
+        resource_id = await client.create_resource(
+            experiment_id, file.name, file, description=description
+        )
+
     say(
-        f"run {number}: iteration {iteration_id} trained {describe(setting)}, "
+        f"run {number}: iteration {iteration.id} trained {describe(setting)}, "
         f"held-out accuracy {accuracy:.4f}, marked SUCCEEDED"
-    )
-
-    file = workdir / f"digits-svc-run{number}.pkl"
-    file.write_bytes(pickle.dumps(classifier))
-    description = f"{describe(setting)}, pickled by scikit-learn {VERSION}"
-    resource_id = await registry.upload_resource(
-        experiment_id, file.name, description, file
     )
     say(
         f"run {number}: uploaded resource {resource_id} '{file.name}' "
         f"({file.stat().st_size} bytes)"
     )
-    return Run(number, iteration_id, accuracy, resource_id)
+    return Run(number, iteration.id, accuracy, resource_id)
 
 
-async def register(registry: Registry, model_id: int, run: Run) -> int:
+async def register(client: Client, model_id: int, run: Run) -> int:
     """Register a model version from a run; the version's id."""
-    version_id = await registry.create_modelversion(
+    version_id = await client.create_modelversion(
         model_id, run.iteration_id, run.resource_id
     )
-    version = await registry.get_modelversion(version_id)
+    version = await get_version(client, version_id)
     say(
-        f"registered version {version['version']} (id {version_id}) from "
+        f"registered version {version.version} (id {version_id}) from "
         f"iteration {run.iteration_id} with resource {run.resource_id}"
     )
     return version_id
 
 
-async def promote(registry: Registry, version_id: int) -> None:
+async def promote(client: Client, version_id: int) -> None:
     """Put a version into production and show what became of the others."""
-    await registry.update_stage(version_id, PRODUCTION)
+    await client.update_modelversion(version_id, Stage.PRODUCTION)
 
-    version = await registry.get_modelversion(version_id)
-    others = await registry.get_modelversions(version["model_id"])
-    stages = ", ".join(f"v{v['version']} {STAGES[v['stage_id']]}" for v in others)
-    say(f"promoted version {version['version']} to PRODUCTION: {stages}")
+    version = await get_version(client, version_id)
+    others = await client.get_modelversions(version.model_id)
+    stages = ", ".join(f"v{v.version} {v.stage_id.name}" for v in others)
+    say(f"promoted version {version.version} to PRODUCTION: {stages}")
 
 
-async def expect_stage(registry: Registry, version_id: int, stage_id: int) -> None:
+async def expect_stage(client: Client, version_id: int, stage: Stage) -> None:
     """Fail unless the version is at the stage."""
-    version = await registry.get_modelversion(version_id)
-    if version["stage_id"] != stage_id:
+    version = await get_version(client, version_id)
+    if version.stage_id != stage:
         raise DemoError(
-            f"version {version['version']} is {STAGES[version['stage_id']]}, "
-            f"expected {STAGES[stage_id]}"
+            f"version {version.version} is {version.stage_id.name}, "
+            f"expected {stage.name}"
         )
 
 
-async def production_version(registry: Registry, model_id: int) -> Json:
+async def production_version(client: Client, model_id: int) -> ModelVersion:
     """The model's one PRODUCTION version, found in its version list."""
-    versions = await registry.get_modelversions(model_id)
-    live = [v for v in versions if v["stage_id"] == PRODUCTION]
+    versions = await client.get_modelversions(model_id)
+    live = [v for v in versions if v.stage_id == Stage.PRODUCTION]
     if len(live) != 1:
         raise DemoError(f"model {model_id} has {len(live)} PRODUCTION versions")
 
     version = live[0]
     say(
         f"production version of model {model_id} is version "
-        f"{version['version']} (id {version['id']}), resource "
-        f"{version['resource_id']}, iteration {version['iteration_id']}"
+        f"{version.version} (id {version.id}), resource "
+        f"{version.resource_id}, iteration {version.iteration_id}"
     )
     return version
 
 
-def run_of(version: Json, runs: list[Run]) -> Run:
+def run_of(version: ModelVersion, runs: list[Run]) -> Run:
     """The run a version was registered from."""
     for run in runs:
-        if run.iteration_id == version["iteration_id"]:
+        if run.iteration_id == version.iteration_id:
             return run
-    raise DemoError(f"iteration {version['iteration_id']} is no run of the demo")
+    raise DemoError(f"iteration {version.iteration_id} is no run of the demo")
 
 
-async def fetch_model(registry: Registry, resource_id: int) -> Any:
+async def fetch_model(client: Client, resource_id: int | None) -> Any:
     """Download a pickled model, check its sha256, and load it."""
-    record = await registry.get_resource(resource_id)
-    data = await registry.download_resource(resource_id)
+    if resource_id is None:
+        raise DemoError("the production version has no resource")
+    record = await client.get_resource(resource_id)
+    if record is None:
+        raise DemoError(f"resource {resource_id} is missing")
 
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != record["content_hash"]:
+    # The client checks the bytes against the server's sha256 as they come.
+    buffer = io.BytesIO()
+    digest = await client.download_resource(resource_id, buffer)
+    data = buffer.getvalue()
+    if digest != record.content_hash:
         raise DemoError(
             f"resource {resource_id}: sha256 {digest} does not match "
-            f"content_hash {record['content_hash']}"
+            f"content_hash {record.content_hash}"
         )
     say(
         f"downloaded {len(data)} bytes of resource {resource_id}; sha256 "
@@ -359,11 +271,11 @@ async def fetch_model(registry: Registry, resource_id: int) -> Any:
 
 
 async def check_accuracy(
-    registry: Registry, classifier: Any, data: Digits, run: Run
+    client: Client, classifier: Any, data: Digits, run: Run
 ) -> float:
     """Measure the served model again; fail unless it matches its run."""
     accuracy = await asyncio.to_thread(score, classifier, data)
-    iteration = await registry.get_iteration(run.iteration_id)
+    iteration = await get_iteration(client, run.iteration_id)
     if accuracy != run.accuracy:
         raise DemoError(
             f"reloaded model scores {accuracy!r}, but run {run.number} "
@@ -372,7 +284,7 @@ async def check_accuracy(
 
     say(
         f"reloaded model: held-out accuracy {accuracy:.4f}, the same as "
-        f"iteration {run.iteration_id} recorded ({iteration['notes']})"
+        f"iteration {run.iteration_id} recorded ({iteration.notes})"
     )
     return accuracy
 
@@ -380,29 +292,27 @@ async def check_accuracy(
 async def run_demo(url: str) -> Outcome:
     """Run every step against the registry at ``url``."""
     data = load_digits_split()
-    async with aiohttp.ClientSession() as http:
-        registry = Registry(http, url)
-        project_id, experiment_id, model_id = await set_up(registry)
+    async with connect(url) as client:
+        project_id, experiment_id, model_id = await set_up(client)
 
         with tempfile.TemporaryDirectory(prefix="deardiary-demo-") as tmp:
             workdir = Path(tmp)
             runs = [
-                await train_run(registry, experiment_id, data, n, workdir)
-                for n in (1, 2)
+                await train_run(client, experiment_id, data, n, workdir) for n in (1, 2)
             ]
-        version_ids = [await register(registry, model_id, run) for run in runs]
+        version_ids = [await register(client, model_id, run) for run in runs]
 
-        await promote(registry, version_ids[0])
-        await promote(registry, version_ids[1])
-        await expect_stage(registry, version_ids[0], ARCHIVED)
+        await promote(client, version_ids[0])
+        await promote(client, version_ids[1])
+        await expect_stage(client, version_ids[0], Stage.ARCHIVED)
 
-        live = await production_version(registry, model_id)
+        live = await production_version(client, model_id)
         run = run_of(live, runs)
-        classifier = await fetch_model(registry, live["resource_id"])
-        accuracy = await check_accuracy(registry, classifier, data, run)
+        classifier = await fetch_model(client, live.resource_id)
+        accuracy = await check_accuracy(client, classifier, data, run)
 
     say("demo finished: every step behaved as the registry promises")
-    return Outcome(project_id, model_id, live["id"], accuracy)
+    return Outcome(project_id, model_id, live.id, accuracy)
 
 
 async def run_or_explain(url: str) -> int:
@@ -411,8 +321,10 @@ async def run_or_explain(url: str) -> int:
         await run_demo(url)
     except DemoError as exc:
         return _failed(str(exc))
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return _failed(f"cannot talk to the registry at {url}: {exc}")
+    except ClientError as exc:
+        if exc.status == 0:  # no answer at all
+            return _failed(f"cannot talk to the registry at {url}: {exc.message}")
+        return _failed(str(exc))
     return 0
 
 

@@ -1,0 +1,58 @@
+"""A Python client of the registry: every route as a typed call.
+
+    from app.client import connect, connect_sync
+
+    async with connect("http://127.0.0.1:9000") as client:
+        version = await client.get_modelversion(7)
+
+    with connect_sync("http://127.0.0.1:9000") as client:
+        version = client.get_modelversion(7)
+
+Answers are the server's own pydantic records (`app.schemas`). Getters
+answer None on 404; every other failure raises `ClientError` with the
+status, the registry's error code and its message.
+"""
+
+from app.client._base import Pagination
+from app.client._client import Client, IterationRun, connect
+from app.client._http import ClientError
+from app.client._sync import SyncClient, SyncIterationRun, connect_sync
+from app.schemas import (
+    Experiment,
+    ExperimentStatus,
+    Iteration,
+    IterationStatus,
+    Model,
+    ModelVersion,
+    Page,
+    Project,
+    Resource,
+    Stage,
+    TokenEnvelope,
+    User,
+    UserPermission,
+)
+
+__all__ = [
+    "Client",
+    "ClientError",
+    "Experiment",
+    "ExperimentStatus",
+    "Iteration",
+    "IterationRun",
+    "IterationStatus",
+    "Model",
+    "ModelVersion",
+    "Page",
+    "Pagination",
+    "Project",
+    "Resource",
+    "Stage",
+    "SyncClient",
+    "SyncIterationRun",
+    "TokenEnvelope",
+    "User",
+    "UserPermission",
+    "connect",
+    "connect_sync",
+]
