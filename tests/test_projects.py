@@ -255,3 +255,12 @@ async def test_project_delete_of_missing_project_changes_nothing(
     await call(api, "DELETE", "/project/999", 404)
 
     assert await contents(db) == before
+
+
+async def test_head_answers_like_get_without_a_body(api: TestClient) -> None:
+    project_id = await make_project(api)
+
+    response = await api.head(f"/project/{project_id}")
+
+    assert response.status == 200
+    assert await response.read() == b""
