@@ -366,7 +366,8 @@ async def test_every_route_of_the_router_is_in_the_table(auth_api: TestClient) -
     routed = {
         (route.method, route.resource.canonical)
         for route in auth_api.app.router.routes()
-        if route.resource is not None
+        # HEAD comes with every GET and is checked as that GET.
+        if route.resource is not None and route.method != "HEAD"
     }
 
     tabled = [(row.method, row.route) for row in TABLE]

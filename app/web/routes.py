@@ -165,4 +165,8 @@ PUBLIC = frozenset((route.method, route.path) for route in ROUTES if route.publi
 def add_routes(app: web.Application) -> None:
     """Register every route of the table on ``app``."""
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        if route.method == "GET":
+            # HEAD answers as GET does, without the body (curl -I, probes).
+            app.router.add_get(route.path, route.handler)
+        else:
+            app.router.add_route(route.method, route.path, route.handler)
