@@ -1,24 +1,35 @@
 # syntax=docker/dockerfile:1
-# Build stage: wheels of every dependency, compiled here if they must be.
-FROM python:3.11-slim AS build
+# DearDiary registry. Needs a MongoDB replica set: see compose.yaml.
+
+# Build stage: wheels of every dependency (all ship binary wheels for
+# Linux), so the runtime stage installs without a compiler.
+FROM python:3.11.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
 RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
     && rm /wheels/deardiary_registry-*.whl
 
-# Runtime stage: no compilers, a non-root user, the source and its indexes.
-FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 deardiary
+# Runtime stage: the wheels, the source and its indexes, a non-root user.
+FROM python:3.11.11-slim-bookworm
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    DEARDIARY_HOST=0.0.0.0 \
+    DEARDIARY_PORT=9000
+RUN groupadd --gid 10001 deardiary \
+    && useradd --create-home --uid 10001 --gid 10001 deardiary
 WORKDIR /srv/deardiary
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-deps /wheels/*.whl && rm -rf /wheels
 COPY app ./app
 COPY indexes ./indexes
-ENV DEARDIARY_HOST=0.0.0.0 \
-    DEARDIARY_PORT=9000 \
-    PYTHONUNBUFFERED=1
-USER deardiary
+USER 10001:10001
 EXPOSE 9000
-# TODO(#5): health check, worker processes and the compose file.
+# Liveness only: a MongoDB outage makes /health/ready answer 503, not the
+# container unhealthy. Slim images have no curl; Python has urllib.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('DEARDIARY_PORT', '9000'), timeout=4)"]
+# python is PID 1 and gets the stop signal itself: it forwards it to the
+# workers, lets requests in flight finish, then exits.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["python", "-m", "app"]

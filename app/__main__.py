@@ -6,10 +6,8 @@ import logging
 import os
 import sys
 
-from aiohttp import web
-
 from app.logs import configure
-from app.server import create_app
+from app.serve import serve
 from app.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("deardiary")
@@ -37,26 +35,16 @@ def main() -> int:
         return 2
 
     configure(settings)
+    workers = settings.worker_count
     log.info(
-        "DearDiary registry on http://%s:%d (%s store)",
+        "DearDiary registry on http://%s:%d (%s store, %d worker%s)",
         settings.host,
         settings.port,
         "embedded" if settings.embedded else "MongoDB",
+        workers,
+        "" if workers == 1 else "s",
     )
-    try:
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            access_log=None,
-            print=None,
-        )
-    except ConfigError as exc:
-        # Raised while opening the store: auth is on, no admin can log in
-        # yet, and the settings do not name one to create.
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return serve(settings)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,17 @@ With no ``DEARDIARY_MONGO_URI`` the server starts its own MongoDB-compatible
 store on a free loopback port, keeps its files under the data directory (so
 data survives a restart) and stops it on shutdown. SecantusDB is GPL-2.0:
 it is only ever run as a separate program, never imported.
+
+On Linux the store is started with a parent-death signal (see
+`die_with_parent`): should the server be killed outright (SIGKILL, an
+out-of-memory kill), the kernel sends the store SIGTERM, so no orphaned
+store keeps its port and files.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import shutil
@@ -16,6 +22,7 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -24,6 +31,8 @@ log = logging.getLogger("deardiary.embedded")
 EXECUTABLE = "secantusd-py"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class EmbeddedStoreError(RuntimeError):
@@ -49,6 +58,31 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has a child sent SIGTERM when this process dies.
+
+    Linux only (``prctl(PR_SET_PDEATHSIG)``); None elsewhere. The signal
+    follows the thread that started the child, which is the event loop's.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
+    parent, sigterm = os.getpid(), int(signal.SIGTERM)
+
+    def preexec() -> None:
+        # Runs in the child between fork and exec: resolved beforehand and
+        # allocation-light, as that moment requires.
+        prctl(_PR_SET_PDEATHSIG, sigterm)
+        if os.getppid() != parent:  # the parent died before prctl
+            os._exit(1)
+
+    return preexec
 
 
 class EmbeddedStore:
@@ -95,6 +129,7 @@ class EmbeddedStore:
             # Its own process group: a Ctrl-C meant for us reaches the store
             # only through our orderly shutdown.
             start_new_session=True,
+            preexec_fn=die_with_parent(),
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         await self._wait_listening()

@@ -1,16 +1,34 @@
-"""Logging setup: every logger under ``deardiary``, text or JSON lines."""
+"""Logging setup: every logger under ``deardiary``, text or JSON lines.
+
+Lines written while a request is handled carry its id (``request_id``),
+so that every line about one request can be found from its access line.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from app.settings import Settings
 
 # Attributes every LogRecord has; anything else came in through ``extra``.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+# The id of the request being handled, set by the request middleware.
+REQUEST_ID: ContextVar[str | None] = ContextVar("deardiary_request_id", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds the current request's id to records that do not carry one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = REQUEST_ID.get()
+        if request_id is not None and not hasattr(record, "request_id"):
+            record.request_id = request_id
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,6 +41,7 @@ class JsonFormatter(logging.Formatter):
             ),
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
@@ -34,6 +53,7 @@ class JsonFormatter(logging.Formatter):
 def configure(settings: Settings) -> None:
     """Send log lines to stderr in the configured format and level."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:

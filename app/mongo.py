@@ -14,6 +14,9 @@ from motor.motor_asyncio import (
     AsyncIOMotorDatabase,
     AsyncIOMotorGridFSBucket,
 )
+from pymongo import monitoring
+
+from app.metrics import observe_command
 
 Client = AsyncIOMotorClient
 Database = AsyncIOMotorDatabase
@@ -30,7 +33,27 @@ def open_client(uri: str, *, timeout_ms: int) -> Any:
         connectTimeoutMS=timeout_ms,
         socketTimeoutMS=max(timeout_ms * 6, 30_000),
         uuidRepresentation="standard",
+        event_listeners=[CommandTimer()],
     )
+
+
+class CommandTimer(monitoring.CommandListener):
+    """Feeds the duration of every MongoDB command to the metrics.
+
+    The driver calls it on its own threads; only names and durations are
+    read from the events, never the commands or replies.
+    """
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        """Nothing to do: the end events carry the duration."""
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        """Record a command that succeeded."""
+        observe_command(event.command_name, True, event.duration_micros / 1e6)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        """Record a command that failed."""
+        observe_command(event.command_name, False, event.duration_micros / 1e6)
 
 
 def gridfs_bucket(db: Any) -> Any:

@@ -6,12 +6,18 @@ set), the MongoDB client with indexes and counters in place, and the
 services with the admin user in place; they close in reverse order on
 shutdown. With auth on and no admin who can log in, opening the store
 raises ConfigError unless the settings name the admin to create.
+
+Around the routes: each request is counted while it runs (a shutdown
+waits for it), gets an id (echoed as X-Request-ID), one access line and
+its metrics; errors become the JSON envelope; a deadline bounds the
+request; then the acting user is resolved.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,13 +25,22 @@ from aiohttp import web
 
 from app import keys
 from app.embedded import EmbeddedStore
-from app.indexes import apply_indexes
+from app.indexes import IndexCheck, apply_indexes
+from app.metrics import scrape_registry
 from app.mongo import open_client, supports_transactions
 from app.services import Services
 from app.services.users import ensure_admin
 from app.settings import Settings, check_auth
 from app.store.database import Store
-from app.web.middlewares import acting_user, error_envelope
+from app.web.middlewares import (
+    InFlight,
+    acting_user,
+    deadline,
+    echo_request_id,
+    error_envelope,
+    in_flight,
+    observed,
+)
 from app.web.routes import add_routes
 
 log = logging.getLogger("deardiary.server")
@@ -33,17 +48,25 @@ log = logging.getLogger("deardiary.server")
 MONGO_URI = web.AppKey("mongo_uri", str)
 
 
-def create_app(settings: Settings, *, client: Any = None) -> web.Application:
+def create_app(
+    settings: Settings, *, client: Any = None, metrics_dir: Path | None = None
+) -> web.Application:
     """The registry application; ``client`` replaces the MongoDB connection.
 
-    Raises ConfigError when auth is on without a usable secret.
+    ``metrics_dir`` is the directory worker processes share their metrics
+    in; without it ``/metrics`` reports this process alone. Raises
+    ConfigError when auth is on without a usable secret.
     """
     check_auth(settings)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[error_envelope, acting_user],
+        middlewares=[in_flight, observed, error_envelope, deadline, acting_user],
     )
     app[keys.SETTINGS] = settings
+    app[keys.METRICS] = scrape_registry(metrics_dir)
+    app[keys.INDEX_CHECK] = IndexCheck()
+    app[keys.IN_FLIGHT] = InFlight()
+    app.on_response_prepare.append(echo_request_id)
     if client is None:
         app.cleanup_ctx.append(_embedded_store if settings.embedded else _given_uri)
     app.cleanup_ctx.append(_mongo(client))
@@ -99,7 +122,12 @@ async def _open_store(app: web.Application, mongo: Any) -> None:
         )
     db = mongo[settings.db_name]
     await apply_indexes(db)
-    store = Store(db, transactions=transactions, retries=settings.transaction_retries)
+    store = Store(
+        db,
+        transactions=transactions,
+        retries=settings.transaction_retries,
+        deadline_s=settings.request_timeout_seconds,
+    )
     await store.seed_id_counters()
 
     services = Services.build(store, settings)

@@ -7,6 +7,7 @@ is built at startup and passed in.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -55,6 +56,12 @@ class Settings(BaseModel):
     max_upload_bytes: int = Field(default=8 * 1024**3, ge=1024)
     mongo_timeout_ms: int = Field(default=5000, ge=100, le=120_000)
     transaction_retries: int = Field(default=50, ge=1, le=1000)
+    workers: int | None = Field(default=None, ge=1, le=256)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
+    request_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    jwt_secret_file: Path | None = None
+    admin_password_file: Path | None = None
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=366 * 24 * 3600)
 
     @property
     def embedded(self) -> bool:
@@ -70,6 +77,15 @@ class Settings(BaseModel):
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+    @property
+    def worker_count(self) -> int:
+        """``DEARDIARY_WORKERS``, or one worker per core this process may use."""
+        if self.workers is not None:
+            return self.workers
+        if hasattr(os, "sched_getaffinity"):
+            return max(1, len(os.sched_getaffinity(0)))
+        return os.cpu_count() or 1
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -92,6 +108,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         variable = PREFIX + str(first["loc"][0]).upper()
         raise ConfigError(variable, first["msg"]) from exc
 
+    settings = _read_secret_files(settings)
     _check_uri(settings.mongo_uri)
     check_auth(settings)
     return settings
@@ -110,7 +127,7 @@ def check_auth(settings: Settings) -> None:
         )
     if len(settings.jwt_secret.encode()) < JWT_SECRET_MIN_BYTES:
         raise ConfigError(
-            PREFIX + "JWT_SECRET",
+            _source(settings, "jwt_secret"),
             f"must be at least {JWT_SECRET_MIN_BYTES} bytes long",
         )
     password = settings.admin_password
@@ -118,9 +135,53 @@ def check_auth(settings: Settings) -> None:
         PASSWORD_MIN_BYTES <= len(password.encode()) <= PASSWORD_MAX_BYTES
     ):
         raise ConfigError(
-            PREFIX + "ADMIN_PASSWORD",
+            _source(settings, "admin_password"),
             f"must be {PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes in UTF-8",
         )
+
+
+# Secrets that may come from a file instead, as Docker and Kubernetes
+# secrets are mounted: the field, and the field naming its file.
+_SECRET_FILES = {
+    "jwt_secret": "jwt_secret_file",
+    "admin_password": "admin_password_file",
+}
+
+
+def _source(settings: Settings, field: str) -> str:
+    """The variable a secret came from, for messages about its value."""
+    from_file = getattr(settings, _SECRET_FILES[field]) is not None
+    return PREFIX + (_SECRET_FILES[field] if from_file else field).upper()
+
+
+def _read_secret_files(settings: Settings) -> Settings:
+    """The settings with each ``*_FILE`` secret read into its field."""
+    update: dict[str, str] = {}
+    for field, file_field in _SECRET_FILES.items():
+        path: Path | None = getattr(settings, file_field)
+        if path is None:
+            continue
+        variable = PREFIX + file_field.upper()
+        if getattr(settings, field) is not None:
+            raise ConfigError(variable, f"set it or {PREFIX}{field.upper()}, not both")
+        update[field] = _read_secret(variable, path)
+    return settings.model_copy(update=update) if update else settings
+
+
+def _read_secret(variable: str, path: Path) -> str:
+    # Messages name the file's problem, never its content.
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(variable, f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(variable, f"{path} is not UTF-8 text") from None
+    # Files written by echo or an editor end in a newline that is no part
+    # of the secret.
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise ConfigError(variable, f"{path} is empty")
+    return secret
 
 
 def _check_uri(uri: str | None) -> None:

@@ -1,8 +1,13 @@
-"""Middlewares: the error envelope and the acting user."""
+"""Middlewares: request ids and access lines, the error envelope, the
+request deadline and the acting user."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
+import time
+import uuid
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -18,10 +23,141 @@ from app.errors import (
     PayloadTooLarge,
     RegistryError,
 )
-from app.web import responses
+from app.logs import REQUEST_ID
+from app.metrics import observe_request
+from app.web import resources, responses
 from app.web.routes import PUBLIC
 
 log = logging.getLogger("deardiary.http")
+access_log = logging.getLogger("deardiary.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client's id is kept when it is a plain token of sane length; anything
+# else (long, spaced, control characters) is replaced, not logged.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# Their bodies move at the client's pace, for as long as the bytes take;
+# their database steps are bounded one by one instead.
+_STREAMING = frozenset({resources.upload, resources.download})
+UNMATCHED = "unmatched"
+
+
+class InFlight:
+    """The requests being handled, so that a shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        """A request starts."""
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        """A request has been answered."""
+        self.count -= 1
+        if not self.count:
+            self._idle.set()
+
+    async def drained(self, grace_s: float) -> bool:
+        """Wait up to ``grace_s`` seconds for every request to finish.
+
+        From now on answers close their connection; False if requests
+        were still running at the end.
+        """
+        self.stopping = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_s)
+        except TimeoutError:
+            return False
+        return True
+
+
+@web.middleware
+async def in_flight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count the request while it runs; close its connection when stopping."""
+    tracker = request.app[keys.IN_FLIGHT]
+    tracker.enter()
+    try:
+        response = await handler(request)
+        if tracker.stopping:
+            response.force_close()
+        return response
+    finally:
+        tracker.leave()
+
+
+def request_id(request: web.Request) -> str:
+    """The client's X-Request-ID when it is sane, else a fresh one."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    if _CLIENT_REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def route_pattern(request: web.Request) -> str:
+    """The matched route's pattern (``/model/{id}``), never the raw path."""
+    match = request.match_info
+    resource = match.route.resource
+    if match.http_exception is not None or resource is None:
+        return UNMATCHED
+    return resource.canonical
+
+
+@web.middleware
+async def observed(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request its id, then count, time and log it in one line.
+
+    The line names the route pattern, not the path, and never a header,
+    a query string or a body.
+    """
+    request[keys.REQUEST_ID] = request_id(request)
+    context = REQUEST_ID.set(request[keys.REQUEST_ID])
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away first
+        raise
+    finally:
+        _access_line(request, status, time.perf_counter() - started)
+        REQUEST_ID.reset(context)
+
+
+def _access_line(request: web.Request, status: int, seconds: float) -> None:
+    route = route_pattern(request)
+    observe_request(request.method, route, status, seconds)
+    latency_ms = round(seconds * 1000, 1)
+    access_log.info(
+        "%s %s %d %.1fms %s",
+        request.method,
+        route,
+        status,
+        latency_ms,
+        request[keys.REQUEST_ID],
+        extra={
+            "method": request.method,
+            "route": route,
+            "status": status,
+            "latency_ms": latency_ms,
+            "request_id": request[keys.REQUEST_ID],
+        },
+    )
+
+
+async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Send the request's id back on every answer, errors included."""
+    found = request.get(keys.REQUEST_ID)
+    if found is not None:
+        response.headers[REQUEST_ID_HEADER] = found
 
 
 def _from_http(request: web.Request, exc: web.HTTPException) -> RegistryError:
@@ -53,6 +189,27 @@ async def error_envelope(request: web.Request, handler: Handler) -> web.StreamRe
     except (Exception, PyMongoError):
         log.exception("unhandled error on %s %s", request.method, request.path)
         return responses.error(RegistryError("internal error"))
+
+
+@web.middleware
+async def deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer 503 once a request has waited longer than its deadline.
+
+    Every database call is bounded on its own, but a transaction may be
+    retried by the driver for up to two minutes; the deadline
+    (DEARDIARY_REQUEST_TIMEOUT_SECONDS) bounds the whole request. Uploads
+    and downloads are exempt: their bytes take as long as they take.
+    """
+    if request.match_info.handler in _STREAMING:
+        return await handler(request)
+    bound = asyncio.timeout(request.app[keys.SETTINGS].request_timeout_seconds)
+    try:
+        async with bound:
+            return await handler(request)
+    except TimeoutError as exc:
+        if not bound.expired():
+            raise
+        raise DatabaseUnavailable("the database did not answer in time") from exc
 
 
 @web.middleware

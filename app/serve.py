@@ -1,0 +1,363 @@
+"""Serving: the listening socket, worker processes and orderly shutdown.
+
+``serve`` binds the socket itself, so a port that is taken is one clear
+error at startup. With one worker (``DEARDIARY_WORKERS=1``) the
+application runs in this process. With more, this process supervises:
+
+1. it starts the embedded store when no MongoDB URI is set, once for all
+   workers, and stops it last;
+2. it starts the first worker and waits until it is ready, so indexes, id
+   counters and the admin user are created once, then the other workers;
+   every worker accepts connections on the one shared socket;
+3. on SIGTERM or SIGINT it sends each worker SIGTERM: a worker stops
+   accepting, finishes the requests in flight for up to
+   ``DEARDIARY_SHUTDOWN_GRACE_SECONDS``, closes its MongoDB client and
+   exits; then the store is stopped;
+4. a worker that exits on its own is a failure: the others are stopped the
+   same way and the server exits with code 1, for the container's restart
+   policy to start it again whole.
+
+Workers run ``python -m app.serve``: they read their orders (the settings,
+the socket's descriptor, where to say they are ready) as JSON on stdin,
+never from the environment, and are sent SIGTERM by the kernel should the
+supervisor die without stopping them. They share their metrics through
+prometheus-client's multiprocess directory, a fresh one for each start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import multiprocess
+from pymongo.errors import ConnectionFailure
+
+from app import keys
+from app.embedded import EmbeddedStore, EmbeddedStoreError, die_with_parent
+from app.logs import configure
+from app.server import create_app
+from app.settings import PREFIX, ConfigError, Settings
+
+log = logging.getLogger("deardiary.serve")
+
+BACKLOG = 1024
+# What aiohttp gets, after the grace period, to cancel what is left.
+STRAGGLER_TIMEOUT_S = 1.0
+# Time a worker gets beyond the grace period to close its client and exit.
+STOP_MARGIN_S = 10.0
+READY = b"ready\n"
+
+
+def print_error(line: str) -> None:
+    """Write one line to stderr."""
+    print(line, file=sys.stderr)
+
+
+def serve(settings: Settings) -> int:
+    """Serve until SIGTERM or SIGINT; the process's exit code."""
+    try:
+        sock = listen(settings.host, settings.port)
+    except OSError as exc:
+        log.error(
+            "cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror
+        )
+        return 1
+    with sock:
+        if settings.worker_count == 1:
+            return run_app(create_app(settings), settings, sock)
+        return asyncio.run(Supervisor(settings, sock).run())
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host`` and ``port``."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def run_app(
+    app: web.Application,
+    settings: Settings,
+    sock: socket.socket,
+    *,
+    say: Callable[[str], None] = print_error,
+) -> int:
+    """Serve ``app`` on ``sock`` until SIGTERM or SIGINT; the exit code.
+
+    ``say`` tells a configuration error met at startup.
+    """
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve_app(app, settings, sock))
+    except ConfigError as exc:
+        # Raised while opening the store: auth is on, no admin can log in
+        # yet, and the settings do not name one to create.
+        say(f"configuration error: {exc}")
+        return 2
+    except ConnectionFailure:
+        log.error("MongoDB did not answer at startup within %sMONGO_TIMEOUT_MS", PREFIX)
+        return 1
+    return 0
+
+
+async def _serve_app(
+    app: web.Application, settings: Settings, sock: socket.socket
+) -> None:
+    # aiohttp's own shutdown stops reading request bodies at once, which
+    # would cut uploads short; so requests in flight are waited for first,
+    # and only then does aiohttp close what is left.
+    stop = _on_stop_signals(asyncio.Event())
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=STRAGGLER_TIMEOUT_S)
+    try:
+        await runner.setup()
+        site = web.SockSite(runner, sock)
+        await site.start()
+        await stop.wait()
+
+        grace = settings.shutdown_grace_seconds
+        log.info("stopping: requests in flight get up to %g s", grace)
+        await site.stop()
+        tracker = app[keys.IN_FLIGHT]
+        if not await tracker.drained(grace):
+            log.warning("%d requests cut off by the grace period", tracker.count)
+    finally:
+        await runner.cleanup()
+
+
+def _on_stop_signals(stop: asyncio.Event) -> asyncio.Event:
+    """``stop``, to be set by SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+class Supervisor:
+    """Starts the workers, forwards the stop signal, stops the store last."""
+
+    def __init__(self, settings: Settings, sock: socket.socket) -> None:
+        self.settings = settings
+        self.sock = sock
+        self.workers: list[asyncio.subprocess.Process] = []
+        self._readiness: list[asyncio.Future[bytes]] = []
+        # A configuration error a worker met, told last, after cleanup.
+        self._config_error: str | None = None
+        self._stopping = asyncio.Event()
+        # What every worker is told, once the store and directory exist.
+        self._orders: dict[str, Any] = {}
+
+    async def run(self) -> int:
+        """Serve until told to stop or a worker fails; the exit code."""
+        code = await self._run()
+        if self._config_error is not None:
+            print_error(self._config_error)
+        return code
+
+    async def _run(self) -> int:
+        _on_stop_signals(self._stopping)
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                uri = await self._store_uri(stack)
+            except EmbeddedStoreError as exc:
+                log.error("%s", exc)
+                return 1
+            metrics_dir = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="deardiary-metrics-")
+            )
+            stack.push_async_callback(self._stop_workers, metrics_dir)
+            worker_settings = self.settings.model_copy(update={"mongo_uri": uri})
+            self._orders = {
+                "settings": worker_settings.model_dump(mode="json"),
+                "metrics_dir": metrics_dir,
+                "socket_fd": self.sock.fileno(),
+            }
+            return await self._serve()
+        return 0  # pragma: no cover - the stack does not swallow exceptions
+
+    async def _store_uri(self, stack: contextlib.AsyncExitStack) -> str:
+        if self.settings.mongo_uri is not None:
+            return self.settings.mongo_uri
+        store = EmbeddedStore(self.settings.data_dir / "store")
+        await store.start()
+        stack.push_async_callback(store.stop)
+        return store.uri
+
+    async def _serve(self) -> int:
+        code = await self._start_workers()
+        if code is not None:
+            return code
+        if all(line == READY for line in await asyncio.gather(*self._readiness)):
+            log.info("%d workers ready", len(self.workers))
+
+        stopping = asyncio.create_task(self._stopping.wait())
+        exits = {asyncio.create_task(worker.wait()): worker for worker in self.workers}
+        done, pending = await asyncio.wait(
+            [stopping, *exits], return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        if stopping in done:
+            return 0
+        failed = exits[next(task for task in done if task in exits)]
+        log.error(
+            "worker %d exited unexpectedly with code %s; stopping the server",
+            failed.pid,
+            failed.returncode,
+        )
+        return 1
+
+    async def _start_workers(self) -> int | None:
+        """Start every worker, the first alone; an exit code on failure."""
+        for number in range(self.settings.worker_count):
+            if self._stopping.is_set():
+                return 0
+            ready = await self._spawn()
+            self._readiness.append(ready)
+            if number == 0 and await ready != READY:
+                return await self._first_failed(await ready)
+        # The workers hold the socket now; this process takes no part.
+        self.sock.close()
+        return None
+
+    async def _first_failed(self, said: bytes) -> int:
+        # A worker that fails to start logs why, or tells its configuration
+        # error; its exit code (2 for a configuration error) is the server's.
+        if said.startswith(b"configuration error: "):
+            self._config_error = said.decode(errors="replace").strip()
+        code = await self.workers[0].wait()
+        return code if code else 1
+
+    async def _spawn(self) -> asyncio.Future[bytes]:
+        """Start one worker; the future has its first word: ready, or not."""
+        read_fd, write_fd = os.pipe()
+        try:
+            worker = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "app.serve",
+                stdin=asyncio.subprocess.PIPE,
+                pass_fds=(self.sock.fileno(), write_fd),
+                env=_worker_environ(self._orders["metrics_dir"]),
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
+            )
+        finally:
+            os.close(write_fd)
+        self.workers.append(worker)
+        assert worker.stdin is not None
+        orders = {**self._orders, "ready_fd": write_fd}
+        worker.stdin.write(json.dumps(orders).encode())
+        await worker.stdin.drain()
+        worker.stdin.close()
+        return asyncio.ensure_future(_became_ready(read_fd))
+
+    async def _stop_workers(self, metrics_dir: str) -> None:
+        running = [w for w in self.workers if w.returncode is None]
+        if running:
+            log.info("stopping %d workers", len(running))
+        for worker in running:
+            worker.send_signal(signal.SIGTERM)
+        limit = self.settings.shutdown_grace_seconds + STOP_MARGIN_S
+        waits = [asyncio.wait_for(worker.wait(), limit) for worker in running]
+        for worker, outcome in zip(
+            running, await asyncio.gather(*waits, return_exceptions=True), strict=True
+        ):
+            if isinstance(outcome, TimeoutError):
+                log.warning("worker %d did not stop in time; killing it", worker.pid)
+                worker.kill()
+                await worker.wait()
+        for worker in self.workers:
+            multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
+                worker.pid, metrics_dir
+            )
+
+
+def _worker_environ(metrics_dir: str) -> dict[str, str]:
+    """This process's environment for a worker.
+
+    Workers get their settings on stdin: the ``DEARDIARY_*`` variables,
+    secrets among them, are not passed on. prometheus-client reads its
+    directory from the environment when a worker imports it.
+    """
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+    return {**environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+
+
+async def _became_ready(read_fd: int) -> bytes:
+    """The worker's first line: READY, a configuration error, or b"" if it
+    exited without a word."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    pipe = os.fdopen(read_fd, "rb", buffering=0)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), pipe
+    )
+    try:
+        return await reader.readline()
+    finally:
+        transport.close()
+
+
+# The worker side --------------------------------------------------------
+
+
+def _worker_main() -> int:
+    orders = json.loads(sys.stdin.buffer.read())
+    settings = Settings.model_validate(orders["settings"])
+    configure(settings)
+    sock = socket.socket(fileno=orders["socket_fd"])
+    app = create_app(settings, metrics_dir=Path(orders["metrics_dir"]))
+    app.on_startup.append(_announce_ready(orders["ready_fd"]))
+    return run_app(app, settings, sock, say=_teller(orders["ready_fd"]))
+
+
+def _teller(ready_fd: int) -> Callable[[str], None]:
+    # The supervisor tells the error itself, once everything is stopped.
+    def tell(line: str) -> None:
+        os.write(ready_fd, line.replace("\n", " ").encode() + b"\n")
+
+    return tell
+
+
+def _announce_ready(
+    ready_fd: int,
+) -> Callable[[web.Application], Awaitable[None]]:
+    # Appended after the cleanup contexts: it runs once the store is open.
+    async def announce(app: web.Application) -> None:
+        os.write(ready_fd, READY)
+        os.close(ready_fd)
+
+    return announce
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main())
