@@ -16,8 +16,11 @@ The tree::
     ├── NotFound                       404 NOT_FOUND
     ├── MethodNotAllowed               405 METHOD_NOT_ALLOWED
     ├── Conflict                       409 CONFLICT
+    │   └── IdempotencyKeyInFlight     409 IDEMPOTENCY_KEY_IN_FLIGHT
+    ├── PreconditionFailed             412 PRECONDITION_FAILED
     ├── PayloadTooLarge                413 PAYLOAD_TOO_LARGE
     ├── InvalidPayload                 422 INVALID_PAYLOAD
+    │   └── IdempotencyKeyReused       422 IDEMPOTENCY_KEY_REUSED
     ├── TooManyRequests                429 TOO_MANY_REQUESTS
     └── DatabaseUnavailable            503 DATABASE_UNAVAILABLE
 
@@ -105,6 +108,28 @@ class Conflict(RegistryError):
     code = "CONFLICT"
 
 
+class IdempotencyKeyInFlight(Conflict):
+    """The first request with this Idempotency-Key has not finished yet."""
+
+    code = "IDEMPOTENCY_KEY_IN_FLIGHT"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PreconditionFailed(RegistryError):
+    """If-Match named a revision the record no longer has; ``etag`` is the
+    current one."""
+
+    status = 412
+    code = "PRECONDITION_FAILED"
+
+    def __init__(self, message: str, etag: str) -> None:
+        super().__init__(message)
+        self.etag = etag
+
+
 class PayloadTooLarge(RegistryError):
     status = 413
     code = "PAYLOAD_TOO_LARGE"
@@ -113,6 +138,12 @@ class PayloadTooLarge(RegistryError):
 class InvalidPayload(RegistryError):
     status = 422
     code = "INVALID_PAYLOAD"
+
+
+class IdempotencyKeyReused(InvalidPayload):
+    """An Idempotency-Key already answered a different request."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
 
 
 class TooManyRequests(RegistryError):

@@ -57,6 +57,33 @@ async def apply_indexes(db: Any, specs: list[IndexSpec] | None = None) -> int:
     return len(specs)
 
 
+class IndexCheck:
+    """Whether every declared index exists, for the readiness probe.
+
+    Once all were seen they are taken to stay, so later probes cost only
+    their ping.
+    """
+
+    def __init__(self, specs: list[IndexSpec] | None = None) -> None:
+        self._specs = load_specs() if specs is None else specs
+        self._in_place = False
+
+    async def missing(self, db: Any) -> list[str]:
+        """``collection.name`` of each declared index the database lacks."""
+        if self._in_place:
+            return []
+        absent = []
+        for collection in sorted({spec.collection for spec in self._specs}):
+            names = set(await db[collection].index_information())
+            absent += [
+                f"{collection}.{spec.name}"
+                for spec in self._specs
+                if spec.collection == collection and spec.name not in names
+            ]
+        self._in_place = not absent
+        return absent
+
+
 async def _main() -> int:
     try:
         settings = load_settings(os.environ)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import UTC, datetime
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
@@ -109,16 +109,32 @@ def now() -> datetime:
 
 
 class Record(BaseModel):
-    """A stored record; ``_id`` in MongoDB, ``id`` in JSON."""
+    """A stored record; ``_id`` in MongoDB, ``id`` in JSON.
+
+    ``revision`` is 1 for a new record and grows by one with every change,
+    automatic ones included; a record stored before revisions were counted
+    reads as 0 until its first change.
+    """
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
     id: int = Field(alias="_id")
+    revision: int = 0
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Any:
         """Build the record from its MongoDB document."""
         return cls.model_validate(doc)
+
+    @property
+    def etag(self) -> str:
+        """The record's strong entity tag, as ETag and If-Match carry it."""
+        return entity_tag(self.id, self.revision)
+
+
+def entity_tag(id_: int, revision: int) -> str:
+    """The strong entity tag of revision ``revision`` of record ``id_``."""
+    return f'"{id_}-{revision}"'
 
 
 class Project(Record):
@@ -176,6 +192,44 @@ class ModelVersion(Record):
     description: str = ""
     created_date: Timestamp
     updated_date: Timestamp | None = None
+
+
+class EventKind(StrEnum):
+    """What happened to a model version."""
+
+    REGISTERED = "REGISTERED"
+    STAGE_CHANGED = "STAGE_CHANGED"
+    DELETED = "DELETED"
+
+
+class ModelVersionEvent(BaseModel):
+    """One entry of a model's history: a version registered, moved from
+    stage to stage, or deleted.
+
+    ``requested`` is false for a change the registry made itself (the
+    archiving a promotion causes); ``caused_by`` then names the event of the
+    requested change. Stages are null where they do not apply: no stage
+    before a registration, none after a deletion.
+    """
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    id: int = Field(alias="_id")
+    model_id: int
+    modelversion_id: int
+    version: int
+    kind: EventKind
+    from_stage_id: Stage | None = None
+    to_stage_id: Stage | None = None
+    user_id: int
+    at: Timestamp
+    requested: bool = True
+    caused_by: int | None = None
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Any:
+        """Build the event from its MongoDB document."""
+        return cls.model_validate(doc)
 
 
 R = TypeVar("R")

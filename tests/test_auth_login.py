@@ -340,7 +340,7 @@ def test_server_refuses_to_start_naming_the_variable(
         monkeypatch.delenv(key)
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(entry.web, "run_app", _must_not_serve)
+    monkeypatch.setattr(entry, "serve", _must_not_serve)
 
     code = entry.main()
 

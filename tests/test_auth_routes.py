@@ -152,11 +152,21 @@ async def _delete_version(world: World) -> Request:
     return f"/modelversion/{version_id}", {}
 
 
+async def _production(world: World) -> Request:
+    response = await world.admin.patch(
+        f"/modelversion/{world.ids['version']}", json={"stage_id": 3}
+    )
+    assert response.status == 200, await response.json()
+    return f"/model/{world.ids['model']}/production", {}
+
+
 DESCRIBE = {"json": {"description": "changed"}}
 PAIR = "/userpermission/user/{user_id}/project/{project_id}"
 
 TABLE = [
     Row("GET", "/health", "public", 200, at("/health")),
+    Row("GET", "/health/ready", "public", 200, at("/health/ready")),
+    Row("GET", "/metrics", "public", 200, at("/metrics")),
     Row("POST", "/auth", "public", 200, _login_body),
     Row("POST", "/auth/refresh", "any", 200, at("/auth/refresh")),
     Row("GET", "/auth/me", "any", 200, at("/auth/me")),
@@ -282,6 +292,16 @@ TABLE = [
         at("/modelversion/{version}", json={"stage_id": 3}),
     ),
     Row("DELETE", "/modelversion/{id}", "delete", 200, _delete_version),
+    # Production lookup and history.
+    Row("GET", "/model/{id}/production", "read", 200, _production),
+    Row("GET", "/model/{id}/history", "read", 200, at("/model/{model}/history")),
+    Row(
+        "GET",
+        "/modelversion/{id}/history",
+        "read",
+        200,
+        at("/modelversion/{version}/history"),
+    ),
 ]
 
 

@@ -826,10 +826,12 @@ class Flaky:
     def __init__(self, *script: str) -> None:
         self.script = list(script)
         self.hits = 0
+        self.keys: list[str | None] = []
         self.release = asyncio.Event()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.hits += 1
+        self.keys.append(request.headers.get("Idempotency-Key"))
         step = self.script.pop(0) if self.script else "ok"
         if step == "drop":
             assert request.transport is not None
@@ -899,29 +901,44 @@ async def test_get_is_retried_after_a_dropped_connection(
     assert flaky.hits == 2
 
 
-async def test_write_is_not_retried_after_503(flaky_url: tuple[Flaky, str]) -> None:
+async def test_write_is_retried_after_503_with_the_same_key(
+    flaky_url: tuple[Flaky, str],
+) -> None:
     flaky, url = flaky_url
     flaky.script = ["503"]
 
     async with connect(url) as client:
-        error = await refusal(client.create_model(1, "clf"))
+        model_id = await client.create_model(1, "clf")
 
-    assert error.status == 503
-    assert flaky.hits == 1
+    assert model_id == 7
+    assert flaky.hits == 2
+    assert flaky.keys[0] is not None and flaky.keys == [flaky.keys[0]] * 2
 
 
-async def test_write_is_not_retried_after_a_dropped_connection(
+async def test_write_is_retried_after_a_dropped_connection_with_the_same_key(
     flaky_url: tuple[Flaky, str],
 ) -> None:
     flaky, url = flaky_url
     flaky.script = ["drop"]
 
     async with connect(url) as client:
+        model_id = await client.create_model(1, "clf")
+
+    assert model_id == 7
+    assert flaky.hits == 2
+    assert flaky.keys[0] is not None and flaky.keys == [flaky.keys[0]] * 2
+
+
+async def test_write_gives_up_after_its_tries(flaky_url: tuple[Flaky, str]) -> None:
+    flaky, url = flaky_url
+    flaky.script = ["drop"] * 5
+
+    async with connect(url, attempts=2) as client:
         error = await refusal(client.create_model(1, "clf"))
 
     assert (error.status, error.code) == (0, "CONNECTION_ERROR")
     assert str(error).startswith("POST /model/project/1 failed: CONNECTION_ERROR")
-    assert flaky.hits == 1
+    assert flaky.hits == 2
 
 
 async def test_slow_answer_is_a_timeout(flaky_url: tuple[Flaky, str]) -> None:

@@ -46,6 +46,7 @@ async def test_created_model_is_readable_at_its_location(api: TestClient) -> Non
         "description": "gbm",
         "created_date": model["created_date"],
         "updated_date": None,
+        "revision": 1,
     }
 
 

@@ -69,6 +69,7 @@ async def test_registration_answers_201_with_location(api: TestClient) -> None:
         "description": "first cut",
         "created_date": version["created_date"],
         "updated_date": None,
+        "revision": 1,
     }
 
 

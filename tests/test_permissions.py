@@ -59,6 +59,7 @@ async def test_admin_grants_and_reads_a_permission_record(
             "user_id": alice.user_id,
             "project_id": project_id,
             **ALL,
+            "revision": 1,
         }
     )
 

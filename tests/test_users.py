@@ -41,6 +41,7 @@ async def test_admin_creates_a_user_who_is_not_an_admin(admin: Caller) -> None:
         "is_admin": False,
         "created_date": user["created_date"],
         "updated_date": None,
+        "revision": 1,
     }
 
 

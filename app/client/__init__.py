@@ -11,6 +11,11 @@
 Answers are the server's own pydantic records (`app.schemas`). Getters
 answer None on 404; every other failure raises `ClientError` with the
 status, the registry's error code and its message.
+
+Writes are safe to retry: every create and update carries an
+``Idempotency-Key``, and the client repeats it after a dropped connection
+or a 503. Updates and deletes take ``if_match=record`` (or an ETag) and
+then fail with 412 PRECONDITION_FAILED if the record changed meanwhile.
 """
 
 from app.client._base import Pagination
@@ -18,12 +23,14 @@ from app.client._client import Client, IterationRun, connect
 from app.client._http import ClientError
 from app.client._sync import SyncClient, SyncIterationRun, connect_sync
 from app.schemas import (
+    EventKind,
     Experiment,
     ExperimentStatus,
     Iteration,
     IterationStatus,
     Model,
     ModelVersion,
+    ModelVersionEvent,
     Page,
     Project,
     Resource,
@@ -36,6 +43,7 @@ from app.schemas import (
 __all__ = [
     "Client",
     "ClientError",
+    "EventKind",
     "Experiment",
     "ExperimentStatus",
     "Iteration",
@@ -43,6 +51,7 @@ __all__ = [
     "IterationStatus",
     "Model",
     "ModelVersion",
+    "ModelVersionEvent",
     "Page",
     "Pagination",
     "Project",

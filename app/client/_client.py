@@ -45,6 +45,7 @@ class Client(
 
     def __init__(self, transport: Transport) -> None:
         self._http = transport
+        self._production = {}
 
     @property
     def url(self) -> str:
@@ -183,7 +184,8 @@ def connect(
     Log in with ``username`` and ``password``, or carry a ``token`` from an
     earlier login; with neither, calls carry no token (auth off). Every
     call times out after ``timeout`` seconds (for up- and downloads: of
-    silence); a read is tried at most ``attempts`` times.
+    silence); a read, or a create or update (each carries an
+    Idempotency-Key), is tried at most ``attempts`` times.
     """
     if (username is None) != (password is None):
         raise ValueError("give both username and password, or neither")

@@ -1,10 +1,13 @@
 """The client's HTTP layer: one pooled session, timeouts, retries, errors.
 
 Every call has a timeout. Reads (GET) are retried with exponential backoff
-and jitter when the connection fails or the server answers 503. A write is
-retried only when no connection could be opened, so nothing was sent; any
-later failure of a write is reported, never repeated, because the server
-may already have acted on it.
+and jitter when the connection fails or the server answers 503. So are
+writes that carry an ``Idempotency-Key``: the server answers a repeat of
+such a write with the first answer instead of acting twice, and a repeat
+that finds the first still running (409 IDEMPOTENCY_KEY_IN_FLIGHT) waits
+as long as its Retry-After says. Any other write is retried only when no
+connection could be opened, so nothing was sent; a later failure of it is
+reported, never repeated, because the server may already have acted on it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ TIMEOUT = "TIMEOUT"
 CONNECTION_ERROR = "CONNECTION_ERROR"
 UNEXPECTED_RESPONSE = "UNEXPECTED_RESPONSE"
 CHECKSUM_MISMATCH = "CHECKSUM_MISMATCH"
+# The server's answer to a repeat while the first request still runs.
+IN_FLIGHT = "IDEMPOTENCY_KEY_IN_FLIGHT"
+IDEMPOTENCY_KEY = "Idempotency-Key"
 
 
 class ClientError(Exception):
@@ -42,12 +48,23 @@ class ClientError(Exception):
     ``UNEXPECTED_RESPONSE``, ``CHECKSUM_MISMATCH``).
     """
 
-    def __init__(self, status: int, code: str, message: str, request: str = "") -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        request: str = "",
+        *,
+        retry_after: float | None = None,
+        etag: str | None = None,
+    ) -> None:
         super().__init__(status, code, message, request)
         self.status = status
         self.code = code
         self.message = message
         self.request = request  # "METHOD /path" of the failed call
+        self.retry_after = retry_after  # seconds the server asked to wait
+        self.etag = etag  # the record's current ETag, on 412
 
     def __str__(self) -> str:
         outcome = f"{self.code}: {self.message}"
@@ -67,10 +84,12 @@ class RetryPolicy:
     backoff: float = 0.2
     max_backoff: float = 5.0
 
-    def pause(self, attempt: int) -> float:
-        """Seconds to wait after failed ``attempt`` (1-based): full jitter."""
+    def pause(self, attempt: int, at_least: float | None = None) -> float:
+        """Seconds to wait after failed ``attempt`` (1-based): full jitter,
+        but no less than the server asked for (up to ``max_backoff``)."""
         ceiling = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        return random.uniform(0, ceiling)
+        floor = min(self.max_backoff, at_least or 0.0)
+        return max(floor, random.uniform(0, ceiling))
 
 
 class Transport:
@@ -100,9 +119,29 @@ class Transport:
         """Close the session and its pooled connections."""
         await self._session.close()
 
-    async def get(self, path: str, *, params: Mapping[str, int] | None = None) -> bytes:
+    async def get(
+        self, path: str, *, params: Mapping[str, int | str] | None = None
+    ) -> bytes:
         """The body of a successful GET."""
         return await self.exchange("GET", path, params=params)
+
+    async def get_with_headers(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, int | str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Status, headers and body of a successful GET (304 included)."""
+
+        async def attempt() -> tuple[int, Mapping[str, str], bytes]:
+            response = await self._open(
+                "GET", path, False, params=params, headers=headers
+            )
+            async with response:
+                return response.status, response.headers, await response.read()
+
+        return await self._with_retries("GET", path, attempt, keyed=False)
 
     def describe(self, method: str, path: str) -> str:
         """``METHOD /path`` of a call, as errors name it."""
@@ -112,14 +151,42 @@ class Transport:
         """The decoded JSON body of a successful GET."""
         return _decode(await self.get(path), self.describe("GET", path))
 
-    async def send(self, method: str, path: str, body: Mapping[str, Any]) -> Any:
+    async def send(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
         """Send a JSON body; the decoded JSON answer."""
-        answer = await self.exchange(method, path, json=dict(body))
+        answer = await self.exchange(
+            method,
+            path,
+            json=dict(body),
+            idempotency_key=idempotency_key,
+            headers=headers,
+        )
         return _decode(answer, self.describe(method, path))
 
-    async def send_form(self, path: str, form: Callable[[], aiohttp.FormData]) -> Any:
+    async def send_form(
+        self,
+        path: str,
+        form: Callable[[], aiohttp.FormData],
+        *,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
         """POST a multipart body, streamed; the decoded JSON answer."""
-        answer = await self.exchange("POST", path, form=form, streaming=True)
+        answer = await self.exchange(
+            "POST",
+            path,
+            form=form,
+            streaming=True,
+            idempotency_key=idempotency_key,
+            headers=headers,
+        )
         return _decode(answer, self.describe("POST", path))
 
     async def exchange(
@@ -129,21 +196,31 @@ class Transport:
         *,
         form: Callable[[], aiohttp.FormData] | None = None,
         streaming: bool = False,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> bytes:
         """One call with retries; the body of its successful answer.
 
-        ``form`` builds a multipart body afresh for each attempt.
+        ``form`` builds a multipart body afresh for each attempt. A write
+        with an ``idempotency_key`` sends it with every attempt and is
+        retried like a read.
         """
+        extra = dict(headers or {})
+        if idempotency_key is not None:
+            extra[IDEMPOTENCY_KEY] = idempotency_key
 
         async def attempt() -> bytes:
             if form is not None:
                 kwargs["data"] = form()
-            response = await self._open(method, path, streaming, **kwargs)
+            response = await self._open(
+                method, path, streaming, headers=extra, **kwargs
+            )
             async with response:
                 return await response.read()
 
-        return await self._with_retries(method, path, attempt)
+        keyed = idempotency_key is not None
+        return await self._with_retries(method, path, attempt, keyed=keyed)
 
     @asynccontextmanager
     async def stream(self, path: str) -> AsyncIterator[aiohttp.ClientResponse]:
@@ -153,7 +230,7 @@ class Transport:
         have consumed part of the body.
         """
         response = await self._with_retries(
-            "GET", path, lambda: self._open("GET", path, True)
+            "GET", path, lambda: self._open("GET", path, True), keyed=False
         )
         try:
             async with response:
@@ -162,13 +239,19 @@ class Transport:
             raise _failure_of(exc, self.describe("GET", path)) from exc
 
     async def _open(
-        self, method: str, path: str, streaming: bool, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        streaming: bool,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
     ) -> aiohttp.ClientResponse:
         """Send the request; the response once its status is a success."""
         response = await self._session.request(
             method,
             self.url + path,
-            headers=self._headers(),
+            headers={**self._headers(), **(headers or {})},
             timeout=self._timeout(streaming),
             **kwargs,
         )
@@ -191,7 +274,12 @@ class Transport:
         return aiohttp.ClientTimeout(total=self.timeout)
 
     async def _with_retries(
-        self, method: str, path: str, attempt: Callable[[], Awaitable[T]]
+        self,
+        method: str,
+        path: str,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        keyed: bool,
     ) -> T:
         tries = 0
         while True:
@@ -199,11 +287,13 @@ class Transport:
             try:
                 return await attempt()
             except (aiohttp.ClientError, TimeoutError, ClientError) as exc:
-                if tries >= self._retry.attempts or not _retryable(method, exc):
+                retry = _retryable(method, exc, keyed=keyed)
+                if tries >= self._retry.attempts or not retry:
                     if isinstance(exc, ClientError):
                         raise
                     raise _failure_of(exc, self.describe(method, path)) from exc
-                pause = self._retry.pause(tries)
+                wait = exc.retry_after if isinstance(exc, ClientError) else None
+                pause = self._retry.pause(tries, at_least=wait)
                 log.debug(
                     "%s %s failed (%s), try %d again in %.2fs",
                     method,
@@ -215,14 +305,15 @@ class Transport:
             await asyncio.sleep(pause)
 
 
-def _retryable(method: str, exc: Exception) -> bool:
-    """Whether trying ``exc``'s call again cannot do harm."""
+def _retryable(method: str, exc: Exception, *, keyed: bool) -> bool:
+    """Whether trying ``exc``'s call again cannot do harm; ``keyed`` says a
+    write carries an Idempotency-Key, which makes a repeat harmless."""
     if isinstance(exc, aiohttp.ClientConnectorError):
         return True  # no connection was opened: nothing was sent
-    if method != "GET":
+    if method != "GET" and not keyed:
         return False
     if isinstance(exc, ClientError):
-        return exc.status == 503
+        return exc.status == 503 or (keyed and exc.code == IN_FLIGHT)
     return isinstance(exc, aiohttp.ClientConnectionError) and not isinstance(
         exc, TimeoutError
     )
@@ -245,12 +336,26 @@ async def _refusal(response: aiohttp.ClientResponse, request: str) -> ClientErro
         envelope = json.loads(raw)
         code, message = envelope["code"], envelope["message"]
         if isinstance(code, str) and isinstance(message, str):
-            return ClientError(response.status, code, message, request)
+            return ClientError(
+                response.status,
+                code,
+                message,
+                request,
+                retry_after=_seconds(response.headers.get("Retry-After")),
+                etag=response.headers.get("ETag"),
+            )
     except (ValueError, TypeError, KeyError):
         pass
     text = raw[:200].decode("utf-8", "replace")
     message = f"not the registry's error envelope: {text}"
     return ClientError(response.status, UNEXPECTED_RESPONSE, message, request)
+
+
+def _seconds(value: str | None) -> float | None:
+    """A Retry-After header in seconds; None if absent or an HTTP date."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
 
 
 def _decode(raw: bytes, request: str) -> Any:

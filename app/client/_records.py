@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, overload
 
-from app.client._base import MAX_LIMIT, Calls, Pagination, fields, path_id
+from app.client._base import MAX_LIMIT, Calls, IfMatch, Pagination, fields, path_id
 from app.schemas import (
     Experiment,
     ExperimentStatus,
@@ -41,15 +41,20 @@ class ProjectCalls(Calls):
         return await self._create("/project", "project_id", body)
 
     async def update_project(
-        self, id: int, name: str | None = None, description: str | None = None
+        self,
+        id: int,
+        name: str | None = None,
+        description: str | None = None,
+        *,
+        if_match: IfMatch = None,
     ) -> None:
         """Change the fields given; None leaves a field as it is."""
         body = fields(name=name, description=description)
-        await self._update(f"/project/{path_id(id)}", body)
+        await self._update(f"/project/{path_id(id)}", body, if_match)
 
-    async def delete_project(self, id: int) -> None:
+    async def delete_project(self, id: int, *, if_match: IfMatch = None) -> None:
         """Delete the project and everything under it, artifact bytes too."""
-        await self._delete(f"/project/{path_id(id)}")
+        await self._delete(f"/project/{path_id(id)}", if_match)
 
 
 class ExperimentCalls(Calls):
@@ -97,14 +102,16 @@ class ExperimentCalls(Calls):
         name: str | None = None,
         status: ExperimentStatus | int | None = None,
         description: str | None = None,
+        *,
+        if_match: IfMatch = None,
     ) -> None:
         """Change the fields given; None leaves a field as it is."""
         body = fields(name=name, status_id=status, description=description)
-        await self._update(f"/experiment/{path_id(id)}", body)
+        await self._update(f"/experiment/{path_id(id)}", body, if_match)
 
-    async def delete_experiment(self, id: int) -> None:
+    async def delete_experiment(self, id: int, *, if_match: IfMatch = None) -> None:
         """Delete the experiment, unless a model version depends on it."""
-        await self._delete(f"/experiment/{path_id(id)}")
+        await self._delete(f"/experiment/{path_id(id)}", if_match)
 
 
 class IterationCalls(Calls):
@@ -151,11 +158,13 @@ class IterationCalls(Calls):
         status: IterationStatus | int | None = None,
         notes: str | None = None,
         error_message: str | None = None,
+        *,
+        if_match: IfMatch = None,
     ) -> None:
         """Change the fields given; a final status sets the end date."""
         body = fields(status_id=status, notes=notes, error_message=error_message)
-        await self._update(f"/iteration/{path_id(id)}", body)
+        await self._update(f"/iteration/{path_id(id)}", body, if_match)
 
-    async def delete_iteration(self, id: int) -> None:
+    async def delete_iteration(self, id: int, *, if_match: IfMatch = None) -> None:
         """Delete the iteration, unless a model version names it."""
-        await self._delete(f"/iteration/{path_id(id)}")
+        await self._delete(f"/iteration/{path_id(id)}", if_match)

@@ -21,12 +21,14 @@ import aiohttp
 from app.client._base import (
     MAX_LIMIT,
     Calls,
+    IfMatch,
     Pagination,
     fields,
     new_id,
+    new_idempotency_key,
     path_id,
 )
-from app.client._http import CHECKSUM_MISMATCH, ClientError
+from app.client._http import CHECKSUM_MISMATCH, IDEMPOTENCY_KEY, ClientError
 from app.schemas import Page, Resource
 
 CHUNK_BYTES = 256 * 1024
@@ -105,15 +107,20 @@ class ResourceCalls(Calls):
         return await self._download(id, target)
 
     async def update_resource(
-        self, id: int, name: str | None = None, description: str | None = None
+        self,
+        id: int,
+        name: str | None = None,
+        description: str | None = None,
+        *,
+        if_match: IfMatch = None,
     ) -> None:
         """Rename or describe the resource; its bytes never change."""
         body = fields(name=name, description=description)
-        await self._update(f"/resource/{path_id(id)}", body)
+        await self._update(f"/resource/{path_id(id)}", body, if_match)
 
-    async def delete_resource(self, id: int) -> None:
+    async def delete_resource(self, id: int, *, if_match: IfMatch = None) -> None:
         """Delete the resource and its bytes, unless a model version uses it."""
-        await self._delete(f"/resource/{path_id(id)}")
+        await self._delete(f"/resource/{path_id(id)}", if_match)
 
     async def _upload(
         self,
@@ -122,7 +129,11 @@ class ResourceCalls(Calls):
         data: bytes | IO[bytes],
         filename: str,
     ) -> int:
+        start = _rewind_point(data)
+
         def form() -> aiohttp.FormData:
+            if start is not None and not isinstance(data, bytes):
+                data.seek(start)  # a repeat sends the same bytes again
             body = aiohttp.FormData()
             for key, value in text.items():
                 body.add_field(key, value)
@@ -138,7 +149,16 @@ class ResourceCalls(Calls):
             )
             return body
 
-        answer = await self._http.send_form(path, form)
+        # A stream that cannot go back is sent once: the key still guards
+        # against a repeat by the caller, but the transport cannot retry.
+        key = new_idempotency_key()
+        repeatable = isinstance(data, bytes) or start is not None
+        answer = await self._http.send_form(
+            path,
+            form,
+            idempotency_key=key if repeatable else None,
+            headers={} if repeatable else {IDEMPOTENCY_KEY: key},
+        )
         return new_id(answer, "resource_id", self._http.describe("POST", path))
 
     async def _download_to_path(self, id: int, target: Path) -> str:
@@ -182,6 +202,13 @@ async def _chunks(stream: IO[bytes]) -> AsyncIterator[bytes]:
     """The stream's bytes, read off the event loop a chunk at a time."""
     while chunk := await asyncio.to_thread(stream.read, CHUNK_BYTES):
         yield chunk
+
+
+def _rewind_point(data: bytes | IO[bytes]) -> int | None:
+    """Where a seekable stream stands, to send it again from there."""
+    if isinstance(data, bytes) or not data.seekable():
+        return None
+    return data.tell()
 
 
 def _name_of(stream: IO[bytes]) -> str:

@@ -22,9 +22,11 @@ from app.schemas import (
     Iteration,
     Model,
     ModelVersion,
+    ModelVersionEvent,
     Page,
     Project,
     Resource,
+    Stage,
     User,
 )
 
@@ -168,8 +170,12 @@ class SyncClient:
             if close is not None:
                 self._loop.run(close())
 
-    def _list(self, method: Any, *args: Any, page: Pagination | None) -> Any:
-        call = method(*args) if page is None else method(*args, page)
+    def _list(
+        self, method: Any, *args: Any, page: Pagination | None, **kwargs: Any
+    ) -> Any:
+        call = (
+            method(*args, **kwargs) if page is None else method(*args, page, **kwargs)
+        )
         return self._loop.run(call)
 
     health = _blocking(Client.health)
@@ -239,7 +245,9 @@ class SyncClient:
         return self._list(self._client.get_resources, experiment_id, page=page)
 
     get_model = _blocking(Client.get_model)
+    get_production = _blocking(Client.get_production)
     iter_models = _walking(Client.iter_models)
+    iter_model_history = _walking(Client.iter_model_history)
     create_model = _blocking(Client.create_model)
     update_model = _blocking(Client.update_model)
     delete_model = _blocking(Client.delete_model)
@@ -252,21 +260,55 @@ class SyncClient:
         """The first page of the project's models, or the page ``page`` names."""
         return self._list(self._client.get_models, project_id, page=page)
 
+    @overload
+    def get_model_history(self, id: int) -> list[ModelVersionEvent]: ...
+    @overload
+    def get_model_history(
+        self, id: int, page: Pagination
+    ) -> Page[ModelVersionEvent]: ...
+    def get_model_history(self, id: int, page: Pagination | None = None) -> Any:
+        """The first page of the model's history, oldest first, or the page
+        named."""
+        return self._list(self._client.get_model_history, id, page=page)
+
     get_modelversion = _blocking(Client.get_modelversion)
     iter_modelversions = _walking(Client.iter_modelversions)
+    iter_modelversion_history = _walking(Client.iter_modelversion_history)
     create_modelversion = _blocking(Client.create_modelversion)
     update_modelversion = _blocking(Client.update_modelversion)
     delete_modelversion = _blocking(Client.delete_modelversion)
 
     @overload
-    def get_modelversions(self, model_id: int) -> list[ModelVersion]: ...
+    def get_modelversions(
+        self, model_id: int, *, stage: Stage | int | None = None
+    ) -> list[ModelVersion]: ...
     @overload
     def get_modelversions(
-        self, model_id: int, page: Pagination
+        self, model_id: int, page: Pagination, *, stage: Stage | int | None = None
     ) -> Page[ModelVersion]: ...
-    def get_modelversions(self, model_id: int, page: Pagination | None = None) -> Any:
-        """The first page of the model's versions, or the page named."""
-        return self._list(self._client.get_modelversions, model_id, page=page)
+    def get_modelversions(
+        self,
+        model_id: int,
+        page: Pagination | None = None,
+        *,
+        stage: Stage | int | None = None,
+    ) -> Any:
+        """The first page of the model's versions (in ``stage`` if given),
+        or the page named."""
+        return self._list(
+            self._client.get_modelversions, model_id, page=page, stage=stage
+        )
+
+    @overload
+    def get_modelversion_history(self, id: int) -> list[ModelVersionEvent]: ...
+    @overload
+    def get_modelversion_history(
+        self, id: int, page: Pagination
+    ) -> Page[ModelVersionEvent]: ...
+    def get_modelversion_history(self, id: int, page: Pagination | None = None) -> Any:
+        """The first page of the version's history, oldest first, or the
+        page named."""
+        return self._list(self._client.get_modelversion_history, id, page=page)
 
     get_user = _blocking(Client.get_user)
     iter_users = _walking(Client.iter_users)

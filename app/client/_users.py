@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, overload
 
-from app.client._base import MAX_LIMIT, Calls, Pagination, fields, path_id
+from app.client._base import MAX_LIMIT, Calls, IfMatch, Pagination, fields, path_id
 from app.client._http import NO_RESPONSE, UNEXPECTED_RESPONSE, ClientError
 from app.schemas import Page, TokenEnvelope, User, UserPermission
 
@@ -93,6 +93,8 @@ class UserCalls(Calls):
         first_name: str | None = None,
         last_name: str | None = None,
         is_admin: bool | None = None,
+        *,
+        if_match: IfMatch = None,
     ) -> None:
         """Change the fields given; ``is_admin`` only an admin may set."""
         body = fields(
@@ -101,11 +103,11 @@ class UserCalls(Calls):
             last_name=last_name,
             is_admin=is_admin,
         )
-        await self._update(f"/user/{path_id(id)}", body)
+        await self._update(f"/user/{path_id(id)}", body, if_match)
 
-    async def delete_user(self, id: int) -> None:
+    async def delete_user(self, id: int, *, if_match: IfMatch = None) -> None:
         """Delete the user and their permission records."""
-        await self._delete(f"/user/{path_id(id)}")
+        await self._delete(f"/user/{path_id(id)}", if_match)
 
 
 class PermissionCalls(Calls):
@@ -147,6 +149,8 @@ class PermissionCalls(Calls):
         read_permission: bool | None = None,
         update_permission: bool | None = None,
         delete_permission: bool | None = None,
+        *,
+        if_match: IfMatch = None,
     ) -> None:
         """Change the flags given; None leaves a flag as it is."""
         body = fields(
@@ -155,11 +159,11 @@ class PermissionCalls(Calls):
             update_permission=update_permission,
             delete_permission=delete_permission,
         )
-        await self._update(f"/userpermission/{path_id(id)}", body)
+        await self._update(f"/userpermission/{path_id(id)}", body, if_match)
 
-    async def delete_userpermission(self, id: int) -> None:
+    async def delete_userpermission(self, id: int, *, if_match: IfMatch = None) -> None:
         """Remove the record; the user loses every flag on its project."""
-        await self._delete(f"/userpermission/{path_id(id)}")
+        await self._delete(f"/userpermission/{path_id(id)}", if_match)
 
 
 def _pair(user_id: int, project_id: int) -> str:

@@ -1,5 +1,11 @@
 """What every service shares: loading a record through the access check,
-pages, and the update step that moves ``updated_date``."""
+pages, and the write steps that move ``updated_date`` and ``revision``.
+
+Every change to a record adds one to its ``revision``. A caller may name the
+revisions it expects (from an If-Match header); the write then carries them
+in its filter, so the check and the change are one compare-and-set, and a
+record that moved on answers 412 with its current entity tag.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,8 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
-from app.errors import NotFound
+from app.errors import NotFound, PreconditionFailed, RegistryError
+from app.schemas import entity_tag
 from app.services.access import Access, Actor, Permission
 from app.store.database import Document, Session, Store
 from app.store.files import Files
@@ -15,10 +22,45 @@ from app.store.files import Files
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
+# The revisions a conditional write accepts; None accepts any.
+Expected = frozenset[int] | None
+
+# What every change adds to the changed records.
+NEXT_REVISION: Document = {"$inc": {"revision": 1}}
+
 
 def missing(entity: str, id_: int) -> NotFound:
     """The 404 for a record that is absent or hidden from the caller."""
     return NotFound(f"{entity} {id_} not found")
+
+
+def revision_of(doc: Document) -> int:
+    """A stored record's revision; 0 if stored before revisions counted."""
+    return int(doc.get("revision", 0))
+
+
+def revision_query(expected: Expected) -> Document:
+    """The filter that matches a record only at one of ``expected``."""
+    if expected is None:
+        return {}
+    accepted: list[int | None] = [*sorted(expected)]
+    if 0 in expected:
+        accepted.append(None)  # revision 0 is a record without the field
+    return {"revision": {"$in": accepted}}
+
+
+def stale(entity: str, doc: Document) -> PreconditionFailed:
+    """The 412 for a record whose revision is not the one expected."""
+    etag = entity_tag(doc["_id"], revision_of(doc))
+    return PreconditionFailed(
+        f"{entity} {doc['_id']} has changed; its current ETag is {etag}", etag
+    )
+
+
+def check_revision(entity: str, doc: Document, expected: Expected) -> None:
+    """Raise 412 unless ``doc`` is at one of the ``expected`` revisions."""
+    if expected is not None and revision_of(doc) not in expected:
+        raise stale(entity, doc)
 
 
 class Service:
@@ -125,14 +167,61 @@ class Service:
         changes: dict[str, Any],
         *,
         when: Any,
+        expected: Expected = None,
         session: Session = None,
     ) -> None:
-        """Write ``changes`` and move ``updated_date``; no changes, no write."""
+        """Write ``changes`` and move ``updated_date``; no changes, no write.
+
+        With ``expected`` revisions the write is conditional: 412 if the
+        record has moved on, also when there is nothing to change.
+        """
         if not changes:
+            if expected is not None:
+                check_revision(
+                    self.entity, await self._existing_doc(id_, session), expected
+                )
             return
-        await self.store.update(
-            self.collection,
-            {"_id": id_},
+        await self._write(
+            id_,
             {"$set": {**changes, "updated_date": when}},
+            expected=expected,
             session=session,
         )
+
+    async def _write(
+        self,
+        id_: int,
+        update: Document,
+        *,
+        expected: Expected = None,
+        session: Session = None,
+    ) -> None:
+        """Apply ``update`` and the next revision, if at ``expected``."""
+        query = {"_id": id_, **revision_query(expected)}
+        increments = {**update.get("$inc", {}), **NEXT_REVISION["$inc"]}
+        changed = await self.store.update(
+            self.collection, query, {**update, "$inc": increments}, session=session
+        )
+        if not changed:
+            raise await self._refusal(id_, session)
+
+    async def _remove(
+        self, id_: int, *, expected: Expected = None, session: Session = None
+    ) -> None:
+        """Delete the record, if at ``expected``; 404 or 412 otherwise."""
+        query = {"_id": id_, **revision_query(expected)}
+        if not await self.store.delete(self.collection, query, session=session):
+            raise await self._refusal(id_, session)
+
+    async def _refusal(self, id_: int, session: Session) -> RegistryError:
+        """Why a write that named record ``id_`` matched nothing."""
+        doc = await self.store.get(self.collection, id_, session=session)
+        if doc is None:
+            return missing(self.entity, id_)
+        return stale(self.entity, doc)
+
+    async def _existing_doc(self, id_: int, session: Session) -> Document:
+        doc = await self.store.get(self.collection, id_, session=session)
+        if doc is None:
+            raise missing(self.entity, id_)
+        return doc

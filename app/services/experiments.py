@@ -14,7 +14,7 @@ from app.schemas import (
     now,
 )
 from app.services.access import Actor, Permission
-from app.services.base import Service
+from app.services.base import Expected, Service, check_revision
 from app.store.database import Session
 
 
@@ -55,23 +55,47 @@ class ExperimentService(Service):
             **body.model_dump(),
             "created_date": moment,
             "end_date": _end_date(body.status_id, None, moment),
+            "revision": 1,
         }
-        await self.store.insert(self.collection, doc)
-        return experiment_id
+
+        async def insert(session: Session) -> int:
+            await self.store.insert(self.collection, doc, session=session)
+            return experiment_id
+
+        return await self.store.transaction(insert, optional=True)
 
     async def update(
-        self, actor: Actor, experiment_id: int, body: ExperimentUpdate
+        self,
+        actor: Actor,
+        experiment_id: int,
+        body: ExperimentUpdate,
+        *,
+        expected: Expected = None,
     ) -> None:
         """Rename, describe or change the status of an experiment."""
-        doc = await self._load(actor, experiment_id, Permission.UPDATE)
 
-        changes = body.changes()
-        moment = now()
-        if body.status_id is not None and body.status_id != doc["status_id"]:
-            changes["end_date"] = _end_date(body.status_id, doc["end_date"], moment)
-        await self._set(experiment_id, changes, when=moment)
+        async def apply(session: Session) -> None:
+            doc = await self._load(
+                actor, experiment_id, Permission.UPDATE, session=session
+            )
+            changes = body.changes()
+            moment = now()
+            if body.status_id is not None and body.status_id != doc["status_id"]:
+                end = _end_date(body.status_id, doc["end_date"], moment)
+                changes["end_date"] = end
+            await self._set(
+                experiment_id,
+                changes,
+                when=moment,
+                expected=expected,
+                session=session,
+            )
 
-    async def delete(self, actor: Actor, experiment_id: int) -> None:
+        await self.store.transaction(apply, optional=True)
+
+    async def delete(
+        self, actor: Actor, experiment_id: int, *, expected: Expected = None
+    ) -> None:
         """Delete an experiment with its runs and resources, unless a model
         version still points at one of them."""
 
@@ -79,6 +103,7 @@ class ExperimentService(Service):
             doc = await self._load(
                 actor, experiment_id, Permission.DELETE, session=session
             )
+            check_revision(self.entity, doc, expected)
             owned = {"experiment_id": experiment_id}
             iterations = await self._ids("iterations", owned, session)
             resources = await self._ids("resources", owned, session)
@@ -101,9 +126,7 @@ class ExperimentService(Service):
             await self._guard_references(doc["project_id"], session)
             await self.store.delete("iterations", owned, session=session)
             await self.store.delete("resources", owned, session=session)
-            await self.store.delete(
-                self.collection, {"_id": experiment_id}, session=session
-            )
+            await self._remove(experiment_id, expected=expected, session=session)
             return resources
 
         file_ids = await self.store.transaction(remove)

@@ -12,7 +12,7 @@ from app.schemas import (
     now,
 )
 from app.services.access import Actor, Permission
-from app.services.base import Service
+from app.services.base import NEXT_REVISION, Expected, Service, check_revision
 from app.store.database import Session
 
 
@@ -65,24 +65,47 @@ class IterationService(Service):
             "error_message": "",
             "created_date": now(),
             "end_date": None,
+            "revision": 1,
         }
-        await self.store.insert(self.collection, doc)
-        return iteration_id
+
+        async def insert(session: Session) -> int:
+            await self.store.insert(self.collection, doc, session=session)
+            return iteration_id
+
+        return await self.store.transaction(insert, optional=True)
 
     async def update(
-        self, actor: Actor, iteration_id: int, body: IterationUpdate
+        self,
+        actor: Actor,
+        iteration_id: int,
+        body: IterationUpdate,
+        *,
+        expected: Expected = None,
     ) -> None:
         """Record a run's status, notes or error."""
-        doc = await self._load(actor, iteration_id, Permission.UPDATE)
 
-        changes = body.changes()
-        moment = now()
-        if body.status_id is not None and body.status_id != doc["status_id"]:
-            running = body.status_id == IterationStatus.RUNNING
-            changes["end_date"] = None if running else moment
-        await self._set(iteration_id, changes, when=moment)
+        async def apply(session: Session) -> None:
+            doc = await self._load(
+                actor, iteration_id, Permission.UPDATE, session=session
+            )
+            changes = body.changes()
+            moment = now()
+            if body.status_id is not None and body.status_id != doc["status_id"]:
+                running = body.status_id == IterationStatus.RUNNING
+                changes["end_date"] = None if running else moment
+            await self._set(
+                iteration_id,
+                changes,
+                when=moment,
+                expected=expected,
+                session=session,
+            )
 
-    async def delete(self, actor: Actor, iteration_id: int) -> None:
+        await self.store.transaction(apply, optional=True)
+
+    async def delete(
+        self, actor: Actor, iteration_id: int, *, expected: Expected = None
+    ) -> None:
         """Delete a run unless a model version names it; its child runs
         lose their parent."""
 
@@ -90,6 +113,7 @@ class IterationService(Service):
             doc = await self._load(
                 actor, iteration_id, Permission.DELETE, session=session
             )
+            check_revision(self.entity, doc, expected)
             if await self.store.exists(
                 "modelversions", {"iteration_id": iteration_id}, session=session
             ):
@@ -101,11 +125,12 @@ class IterationService(Service):
             await self.store.update_many(
                 self.collection,
                 {"parent_iteration_id": iteration_id},
-                {"$set": {"parent_iteration_id": None, "updated_date": now()}},
+                {
+                    "$set": {"parent_iteration_id": None, "updated_date": now()},
+                    **NEXT_REVISION,
+                },
                 session=session,
             )
-            await self.store.delete(
-                self.collection, {"_id": iteration_id}, session=session
-            )
+            await self._remove(iteration_id, expected=expected, session=session)
 
         await self.store.transaction(remove)

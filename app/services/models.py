@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 from app.errors import Conflict
-from app.schemas import Model, ModelCreate, ModelUpdate, Page, now
-from app.services.access import Actor, Permission
-from app.services.base import Service, missing
-from app.store.database import DuplicateKey, Session
+from app.schemas import (
+    Model,
+    ModelCreate,
+    ModelUpdate,
+    ModelVersionEvent,
+    Page,
+    now,
+)
+from app.services.access import Access, Actor, Permission
+from app.services.base import Expected, Service, check_revision
+from app.services.history import EVENTS, History, version_counter
+from app.store.database import DuplicateKey, Session, Store
 
-
-def version_counter(model_id: int) -> str:
-    """The counter that numbers a model's versions."""
-    return f"modelversion:{model_id}"
+__all__ = ["ModelService", "version_counter"]
 
 
 class ModelService(Service):
     collection = "models"
     entity = "model"
+
+    def __init__(self, store: Store, access: Access) -> None:
+        super().__init__(store, access)
+        self.events = History(store)
 
     async def get(self, actor: Actor, model_id: int) -> Model:
         """The model, if the actor may read its project."""
@@ -37,6 +46,18 @@ class ModelService(Service):
         data = [Model.from_doc(doc) for doc in docs]
         return Page(data=data, total=total, limit=limit, offset=offset)
 
+    async def history(
+        self, actor: Actor, model_id: int, *, limit: int, offset: int
+    ) -> Page[ModelVersionEvent]:
+        """The model's history, oldest first: every version registered,
+        moved from stage to stage or deleted."""
+        return await self.events.page(
+            self._load(actor, model_id, Permission.READ),
+            {"model_id": model_id},
+            limit=limit,
+            offset=offset,
+        )
+
     async def create(self, actor: Actor, project_id: int, body: ModelCreate) -> int:
         """Register a model name in a project; names are unique there."""
         await self._require_project(actor, project_id, Permission.CREATE)
@@ -47,9 +68,10 @@ class ModelService(Service):
             "project_id": project_id,
             **body.model_dump(),
             "created_date": now(),
+            "revision": 1,
         }
 
-        async def insert(session: Session) -> None:
+        async def insert(session: Session) -> int:
             await self.store.insert(self.collection, doc, session=session)
             # The version counter carries the project so that registration
             # checks lineage in the same step that numbers the version.
@@ -58,38 +80,55 @@ class ModelService(Service):
                 extra={"project_id": project_id},
                 session=session,
             )
+            return model_id
 
         try:
-            await self.store.transaction(insert)
+            return await self.store.transaction(insert)
         except DuplicateKey as exc:
             raise _name_taken(body.name, project_id) from exc
-        return model_id
 
-    async def update(self, actor: Actor, model_id: int, body: ModelUpdate) -> None:
+    async def update(
+        self,
+        actor: Actor,
+        model_id: int,
+        body: ModelUpdate,
+        *,
+        expected: Expected = None,
+    ) -> None:
         """Rename or describe a model; a rename onto a taken name is 409."""
         doc = await self._load(actor, model_id, Permission.UPDATE)
+
+        async def apply(session: Session) -> None:
+            await self._set(
+                model_id,
+                body.changes(),
+                when=now(),
+                expected=expected,
+                session=session,
+            )
+
         try:
-            await self._set(model_id, body.changes(), when=now())
+            await self.store.transaction(apply, optional=True)
         except DuplicateKey as exc:
             raise _name_taken(str(body.name), doc["project_id"]) from exc
 
-    async def delete(self, actor: Actor, model_id: int) -> None:
-        """Delete a model and all its versions; resources stay."""
+    async def delete(
+        self, actor: Actor, model_id: int, *, expected: Expected = None
+    ) -> None:
+        """Delete a model, its versions and their history; resources stay."""
 
         async def remove(session: Session) -> None:
-            await self._load(actor, model_id, Permission.DELETE, session=session)
-            await self.store.delete(
-                "modelversions", {"model_id": model_id}, session=session
-            )
+            doc = await self._load(actor, model_id, Permission.DELETE, session=session)
+            check_revision(self.entity, doc, expected)
+            owned = {"model_id": model_id}
+            await self.store.delete("modelversions", owned, session=session)
+            await self.store.delete(EVENTS, owned, session=session)
             # Dropping the counter also makes a registration racing with
             # this delete conflict, so no version outlives its model.
             await self.store.delete(
                 "counters", {"_id": version_counter(model_id)}, session=session
             )
-            if not await self.store.delete(
-                self.collection, {"_id": model_id}, session=session
-            ):
-                raise missing(self.entity, model_id)
+            await self._remove(model_id, expected=expected, session=session)
 
         await self.store.transaction(remove)
 

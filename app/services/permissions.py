@@ -9,8 +9,8 @@ from __future__ import annotations
 from app.errors import Conflict, NotFound
 from app.schemas import UserPermission, UserPermissionCreate, UserPermissionUpdate
 from app.services.access import Actor
-from app.services.base import Service, missing
-from app.store.database import Document, DuplicateKey
+from app.services.base import Expected, Service, check_revision, missing
+from app.store.database import Document, DuplicateKey, Session
 
 
 class PermissionService(Service):
@@ -56,35 +56,51 @@ class PermissionService(Service):
             "user_id": user_id,
             "project_id": project_id,
             **body.model_dump(),
+            "revision": 1,
         }
+
+        async def insert(session: Session) -> int:
+            await self.store.insert(self.collection, doc, session=session)
+            return permission_id
+
         try:
-            await self.store.insert(self.collection, doc)
+            return await self.store.transaction(insert, optional=True)
         except DuplicateKey as exc:
             raise Conflict(
                 f"user {user_id} has a permission record on project "
                 f"{project_id}; update that one"
             ) from exc
-        return permission_id
 
     async def update(
-        self, actor: Actor, permission_id: int, body: UserPermissionUpdate
+        self,
+        actor: Actor,
+        permission_id: int,
+        body: UserPermissionUpdate,
+        *,
+        expected: Expected = None,
     ) -> None:
         """Change some flags of a record."""
         self.access.require_admin(actor, "change permissions")
         changes = body.changes()
-        query = {"_id": permission_id}
-        if changes:
-            found = await self.store.update(self.collection, query, {"$set": changes})
-        else:
-            found = await self.store.exists(self.collection, query)
-        if not found:
-            raise missing(self.entity, permission_id)
 
-    async def delete(self, actor: Actor, permission_id: int) -> None:
+        async def apply(session: Session) -> None:
+            if changes:
+                update = {"$set": changes}
+                await self._write(
+                    permission_id, update, expected=expected, session=session
+                )
+                return
+            doc = await self._existing_doc(permission_id, session)
+            check_revision(self.entity, doc, expected)
+
+        await self.store.transaction(apply, optional=True)
+
+    async def delete(
+        self, actor: Actor, permission_id: int, *, expected: Expected = None
+    ) -> None:
         """Remove a record; the user loses every flag on that project."""
         self.access.require_admin(actor, "delete permissions")
-        if not await self.store.delete(self.collection, {"_id": permission_id}):
-            raise missing(self.entity, permission_id)
+        await self._remove(permission_id, expected=expected)
 
     async def _existing(self, permission_id: int) -> Document:
         doc = await self.store.get(self.collection, permission_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from app.errors import Conflict
 from app.schemas import Page, Project, ProjectCreate, ProjectUpdate, now
 from app.services.access import Actor, Permission
-from app.services.base import Service, missing
+from app.services.base import Expected, Service, missing
 from app.store.database import DuplicateKey, Session
 
 # Collections whose documents carry the owning project's id.
@@ -21,6 +21,7 @@ OWNED = (
     "experiments",
     "userpermissions",
     "counters",
+    "modelversion_events",
 )
 
 
@@ -52,33 +53,58 @@ class ProjectService(Service):
         self.access.require_admin(actor, "create projects")
 
         project_id = await self.store.next_id(self.collection)
-        doc = {"_id": project_id, **body.model_dump(), "created_date": now()}
+        doc = {
+            "_id": project_id,
+            **body.model_dump(),
+            "created_date": now(),
+            "revision": 1,
+        }
+
+        async def insert(session: Session) -> int:
+            await self.store.insert(self.collection, doc, session=session)
+            return project_id
+
         try:
-            await self.store.insert(self.collection, doc)
+            return await self.store.transaction(insert, optional=True)
         except DuplicateKey as exc:
             raise Conflict(f"a project named {body.name!r} exists") from exc
-        return project_id
 
-    async def update(self, actor: Actor, project_id: int, body: ProjectUpdate) -> None:
+    async def update(
+        self,
+        actor: Actor,
+        project_id: int,
+        body: ProjectUpdate,
+        *,
+        expected: Expected = None,
+    ) -> None:
         """Rename or describe a project."""
         self.access.require_admin(actor, "update projects")
-        if not await self.store.exists(self.collection, {"_id": project_id}):
-            raise missing(self.entity, project_id)
+
+        async def apply(session: Session) -> None:
+            query = {"_id": project_id}
+            if not await self.store.exists(self.collection, query, session=session):
+                raise missing(self.entity, project_id)
+            await self._set(
+                project_id,
+                body.changes(),
+                when=now(),
+                expected=expected,
+                session=session,
+            )
 
         try:
-            await self._set(project_id, body.changes(), when=now())
+            await self.store.transaction(apply, optional=True)
         except DuplicateKey as exc:
             raise Conflict(f"a project named {body.name!r} exists") from exc
 
-    async def delete(self, actor: Actor, project_id: int) -> None:
+    async def delete(
+        self, actor: Actor, project_id: int, *, expected: Expected = None
+    ) -> None:
         """Delete the project and everything under it, bytes included."""
         self.access.require_admin(actor, "delete projects")
 
         async def remove(session: Session) -> list[int]:
-            if not await self.store.delete(
-                self.collection, {"_id": project_id}, session=session
-            ):
-                raise missing(self.entity, project_id)
+            await self._remove(project_id, expected=expected, session=session)
             files = await self.store.find_all(
                 "resources",
                 {"project_id": project_id},

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from app.errors import Conflict, RegistryError
 from app.schemas import Page, Resource, ResourceCreate, ResourceUpdate, now
 from app.services.access import Actor, Permission
-from app.services.base import Service, missing
+from app.services.base import Expected, Service, check_revision, missing
 from app.store.database import Session
 
 
@@ -71,21 +71,22 @@ class ResourceService(Service):
             "size_bytes": stored.size_bytes,
             "content_hash": stored.content_hash,
             "created_date": now(),
+            "revision": 1,
         }
 
-        async def record(session: Session) -> None:
+        async def record(session: Session) -> int:
             if not await self.store.exists(
                 "experiments", {"_id": experiment_id}, session=session
             ):
                 raise missing("experiment", experiment_id)
             await self.store.insert(self.collection, doc, session=session)
+            return resource_id
 
         try:
-            await self.store.transaction(record)
+            return await self.store.transaction(record)
         except RegistryError:
             await self.files.delete([resource_id])
             raise
-        return resource_id
 
     async def open(
         self, actor: Actor, resource_id: int
@@ -95,19 +96,37 @@ class ResourceService(Service):
         return Resource.from_doc(doc), self.files.download(resource_id)
 
     async def update(
-        self, actor: Actor, resource_id: int, body: ResourceUpdate
+        self,
+        actor: Actor,
+        resource_id: int,
+        body: ResourceUpdate,
+        *,
+        expected: Expected = None,
     ) -> None:
         """Rename or describe a resource; its bytes never change."""
-        await self._load(actor, resource_id, Permission.UPDATE)
-        await self._set(resource_id, body.changes(), when=now())
 
-    async def delete(self, actor: Actor, resource_id: int) -> None:
+        async def apply(session: Session) -> None:
+            await self._load(actor, resource_id, Permission.UPDATE, session=session)
+            await self._set(
+                resource_id,
+                body.changes(),
+                when=now(),
+                expected=expected,
+                session=session,
+            )
+
+        await self.store.transaction(apply, optional=True)
+
+    async def delete(
+        self, actor: Actor, resource_id: int, *, expected: Expected = None
+    ) -> None:
         """Delete a resource and its bytes unless a model version uses it."""
 
         async def remove(session: Session) -> None:
             doc = await self._load(
                 actor, resource_id, Permission.DELETE, session=session
             )
+            check_revision(self.entity, doc, expected)
             if await self.store.exists(
                 "modelversions", {"resource_id": resource_id}, session=session
             ):
@@ -116,9 +135,7 @@ class ResourceService(Service):
                 )
 
             await self._guard_references(doc["project_id"], session)
-            await self.store.delete(
-                self.collection, {"_id": resource_id}, session=session
-            )
+            await self._remove(resource_id, expected=expected, session=session)
 
         await self.store.transaction(remove)
         await self.files.delete([resource_id])

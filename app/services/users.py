@@ -38,7 +38,13 @@ from app.schemas import (
     now,
 )
 from app.services.access import Access, Actor
-from app.services.base import Service, missing
+from app.services.base import (
+    NEXT_REVISION,
+    Expected,
+    Service,
+    check_revision,
+    missing,
+)
 from app.settings import PREFIX, ConfigError
 from app.store.database import Document, DuplicateKey, Session, Store
 
@@ -64,6 +70,7 @@ async def ensure_admin(store: Store, username: str | None) -> Actor:
             "last_name": "",
             "is_admin": True,
             "created_date": now(),
+            "revision": 1,
         }
         try:
             await store.insert("users", doc)
@@ -112,14 +119,26 @@ class UserService(Service):
             "is_admin": False,
             "password_hash": password_hash,
             "created_date": now(),
+            "revision": 1,
         }
+
+        async def insert(session: Session) -> int:
+            await self.store.insert(self.collection, doc, session=session)
+            return user_id
+
         try:
-            await self.store.insert(self.collection, doc)
+            return await self.store.transaction(insert, optional=True)
         except DuplicateKey as exc:
             raise _name_taken(body.username) from exc
-        return user_id
 
-    async def update(self, actor: Actor, user_id: int, body: UserUpdate) -> None:
+    async def update(
+        self,
+        actor: Actor,
+        user_id: int,
+        body: UserUpdate,
+        *,
+        expected: Expected = None,
+    ) -> None:
         """Change a user's names or password; ``is_admin`` is for admins."""
         _require_self(actor, user_id, "update")
         if body.is_admin is not None:
@@ -131,24 +150,30 @@ class UserService(Service):
 
         async def apply(session: Session) -> None:
             doc = await self._existing(user_id, session)
+            check_revision(self.entity, doc, expected)
             if doc["is_admin"] and changes.get("is_admin") is False:
                 await self._keep_an_admin(user_id, session)
-            await self._set(user_id, changes, when=now(), session=session)
+            await self._set(
+                user_id, changes, when=now(), expected=expected, session=session
+            )
 
         await self.store.transaction(apply)
 
-    async def delete(self, actor: Actor, user_id: int) -> None:
+    async def delete(
+        self, actor: Actor, user_id: int, *, expected: Expected = None
+    ) -> None:
         """Delete a user and their permission records together."""
         _require_self(actor, user_id, "delete")
 
         async def remove(session: Session) -> None:
             doc = await self._existing(user_id, session)
+            check_revision(self.entity, doc, expected)
             if doc["is_admin"]:
                 await self._keep_an_admin(user_id, session)
             await self.store.delete(
                 "userpermissions", {"user_id": user_id}, session=session
             )
-            await self.store.delete(self.collection, {"_id": user_id}, session=session)
+            await self._remove(user_id, expected=expected, session=session)
 
         await self.store.transaction(remove)
 
@@ -196,7 +221,8 @@ class UserService(Service):
             "password_hash": await self.hasher.hash(password),
         }
         query = {"username": username}
-        if not await self.store.update(self.collection, query, {"$set": changes}):
+        update = {"$set": changes, **NEXT_REVISION}
+        if not await self.store.update(self.collection, query, update):
             await self._insert_admin(username, changes)
         log.info("admin user %s can log in now", username)
         made = await self.store.find_one(self.collection, query)
@@ -211,13 +237,15 @@ class UserService(Service):
             "last_name": "",
             **changes,
             "created_date": now(),
+            "revision": 1,
         }
         try:
             await self.store.insert(self.collection, doc)
         except DuplicateKey:
             # A server starting beside this one created the user first.
             query = {"username": username}
-            await self.store.update(self.collection, query, {"$set": changes})
+            update = {"$set": changes, **NEXT_REVISION}
+            await self.store.update(self.collection, query, update)
 
     async def _existing(self, user_id: int, session: Session) -> Document:
         doc = await self.store.get(self.collection, user_id, session=session)

@@ -9,9 +9,11 @@ key becomes `DuplicateKey`, an unreachable server `DatabaseUnavailable`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
 from pymongo import ReturnDocument
@@ -23,6 +25,7 @@ from pymongo.errors import (
 )
 
 from app.errors import Conflict, DatabaseUnavailable
+from app.metrics import count_retry
 from app.mongo import gridfs_bucket
 
 log = logging.getLogger("deardiary.store")
@@ -44,7 +47,29 @@ ID_COUNTERS = (
     "modelversions",
     "users",
     "userpermissions",
+    "modelversion_events",
 )
+
+# A step the current request wants to run inside the same transaction as
+# its change, given the transaction body's result; see `on_commit`.
+CommitHook = Callable[[Any, Any], Awaitable[None]]
+_commit_hook: ContextVar[CommitHook | None] = ContextVar(
+    "deardiary_commit_hook", default=None
+)
+
+
+@contextlib.contextmanager
+def on_commit(hook: CommitHook) -> Iterator[None]:
+    """Run ``hook(result, session)`` at the end of every transaction body
+    started inside this block, in that transaction.
+
+    Without transactions the hook runs right after the body's steps.
+    """
+    token = _commit_hook.set(hook)
+    try:
+        yield
+    finally:
+        _commit_hook.reset(token)
 
 
 class DuplicateKey(Conflict):
@@ -90,11 +115,21 @@ def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
 class Store:
     """Document operations on the registry's database."""
 
-    def __init__(self, db: Any, *, transactions: bool, retries: int = 50) -> None:
+    def __init__(
+        self,
+        db: Any,
+        *,
+        transactions: bool,
+        retries: int = 50,
+        deadline_s: float | None = None,
+    ) -> None:
         self.db = db
         self.bucket = gridfs_bucket(db)
         self.transactions = transactions
         self.retries = retries
+        # Bounds a whole transaction: the driver retries transient errors
+        # for up to two minutes, too long for a caller during an outage.
+        self.deadline_s = deadline_s
 
     @translated
     async def get(
@@ -113,11 +148,12 @@ class Store:
         query: Document,
         *,
         projection: Document | None = None,
+        sort: list[tuple[str, int]] | None = None,
         session: Session = None,
     ) -> Document | None:
-        """The first document matching ``query``, or None."""
+        """The first document matching ``query`` (in ``sort`` order), or None."""
         doc: Document | None = await self.db[collection].find_one(
-            query, projection, session=session
+            query, projection, sort=sort, session=session
         )
         return doc
 
@@ -181,6 +217,14 @@ class Store:
         await self.db[collection].insert_one(doc, session=session)
 
     @translated
+    async def insert_many(
+        self, collection: str, docs: list[Document], *, session: Session = None
+    ) -> None:
+        """Insert several documents, in order."""
+        if docs:
+            await self.db[collection].insert_many(docs, session=session)
+
+    @translated
     async def update(
         self,
         collection: str,
@@ -235,6 +279,43 @@ class Store:
         )
         return doc
 
+    @translated
+    async def bump(
+        self,
+        counter: str,
+        increments: Mapping[str, int],
+        *,
+        where: Document | None = None,
+        at_least: Document | None = None,
+        session: Session = None,
+    ) -> Document | None:
+        """Add ``increments`` to a counter's fields, raise the fields of
+        ``at_least`` to at least the values given, and return the counter.
+
+        None when the counter is missing or does not match ``where``.
+        """
+        update: Document = {"$inc": dict(increments)}
+        if at_least:
+            update["$max"] = at_least
+        doc: Document | None = await self.db.counters.find_one_and_update(
+            {"_id": counter, **(where or {})},
+            update,
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+        return doc
+
+    async def next_ids(self, counter: str, count: int) -> list[int]:
+        """``count`` fresh ids in one step, drawn outside any transaction."""
+        doc = await self.bump(counter, {"seq": count})
+        if doc is None:
+            await self.seed_counter(counter)
+            doc = await self.bump(counter, {"seq": count})
+        if doc is None:  # pragma: no cover - the seed just created it
+            raise DatabaseUnavailable(f"counter {counter} could not be created")
+        last = int(doc["seq"])
+        return list(range(last - count + 1, last + 1))
+
     async def next_id(self, counter: str) -> int:
         """A fresh id, drawn outside any transaction so writers never queue."""
         doc = await self.increment(counter)
@@ -262,22 +343,33 @@ class Store:
         for counter in ID_COUNTERS:
             await self.seed_counter(counter)
 
-    async def transaction(self, body: Callable[[Session], Awaitable[T]]) -> T:
+    async def transaction(
+        self, body: Callable[[Session], Awaitable[T]], *, optional: bool = False
+    ) -> T:
         """Run ``body`` in a transaction, or as plain steps without one.
 
         The body may run more than once (the driver retries transient
-        conflicts), so it must have no effects outside the database.
+        conflicts), so it must have no effects outside the database. The
+        request's commit hook, if any, runs at its end (see `on_commit`).
+        An ``optional`` body is safe as plain steps: it gets a transaction
+        only for a commit hook to join.
         """
-        if not self.transactions:
+        hook = _commit_hook.get()
+        if hook is not None:
+            body = _followed_by(body, hook)
+        if not self.transactions or (optional and hook is None):
             return await body(None)
         try:
-            async with await self.db.client.start_session() as session:
-                result: T = await session.with_transaction(body)
-                return result
+            async with asyncio.timeout(self.deadline_s):
+                async with await self.db.client.start_session() as session:
+                    result: T = await session.with_transaction(_counted(body))
+                    return result
         except DuplicateKeyError as exc:
             raise DuplicateKey(_index_name(exc)) from exc
         except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
             raise DatabaseUnavailable("the database is unreachable") from exc
+        except TimeoutError as exc:
+            raise DatabaseUnavailable("the database did not answer in time") from exc
 
     async def ping(self) -> bool:
         """True when the server answers."""
@@ -288,3 +380,30 @@ class Store:
         except PyMongoError:
             return False
         return True
+
+
+def _followed_by(
+    body: Callable[[Session], Awaitable[T]], hook: CommitHook
+) -> Callable[[Session], Awaitable[T]]:
+    async def steps(session: Session) -> T:
+        result = await body(session)
+        await hook(result, session)
+        return result
+
+    return steps
+
+
+def _counted(
+    body: Callable[[Session], Awaitable[T]],
+) -> Callable[[Session], Awaitable[T]]:
+    """``body``, counting every run after the first as a retry."""
+    runs = 0
+
+    async def counted(session: Session) -> T:
+        nonlocal runs
+        runs += 1
+        if runs > 1:
+            count_retry("transient")
+        return await body(session)
+
+    return counted

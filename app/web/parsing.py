@@ -1,15 +1,18 @@
-"""Reading requests: JSON bodies, path ids and page bounds, strictly."""
+"""Reading requests: JSON bodies, path ids, page bounds, filters and the
+conditional and idempotency headers, strictly."""
 
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from pydantic import ValidationError
 
 from app.errors import InvalidJSON, InvalidPayload, NotFound
-from app.schemas import MAX_ID, Body
+from app.schemas import MAX_ID, Body, Stage
 from app.services.base import DEFAULT_LIMIT, MAX_LIMIT
 
 B = TypeVar("B", bound=Body)
@@ -95,3 +98,90 @@ def describe(exc: ValidationError) -> str:
 async def read_body(request: web.Request, model: type[B]) -> B:
     """The request's JSON body validated as ``model``."""
     return validate(model, parse_object(await request.read()))
+
+
+# Conditional requests, filters and headers of the registry's extra routes.
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+IDEMPOTENCY_KEY_MAX = 255
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    """The request's ``Idempotency-Key``: 1 to 255 printable ASCII
+    characters, or None without one."""
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is None:
+        return None
+    printable = all(" " <= ch <= "~" for ch in key)
+    if not (printable and 1 <= len(key) <= IDEMPOTENCY_KEY_MAX):
+        raise InvalidPayload(
+            f"{IDEMPOTENCY_KEY}: must be 1 to {IDEMPOTENCY_KEY_MAX} printable "
+            "ASCII characters"
+        )
+    return key
+
+
+def if_match(request: web.Request, id_: int) -> frozenset[int] | None:
+    """The revisions of record ``id_`` that ``If-Match`` accepts.
+
+    None means any (no header, or ``*``: the write itself answers 404 when
+    there is no record). Weak tags never match, nor do tags of another
+    record or of no revision at all: such a header accepts nothing.
+    """
+    if hdrs.IF_MATCH not in request.headers:
+        return None
+    tags = request.if_match or ()  # an empty or garbled header names nothing
+    if any(tag.value == "*" for tag in tags):
+        return None
+    revisions = (_revision_of(tag.value, id_) for tag in tags if not tag.is_weak)
+    return frozenset(revision for revision in revisions if revision is not None)
+
+
+def _revision_of(tag: str, id_: int) -> int | None:
+    """The revision in a tag ``<id>-<revision>`` naming record ``id_``."""
+    record, _, revision = tag.partition("-")
+    if record != str(id_) or not _is_number(revision):
+        return None
+    return int(revision)
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= MAX_ID_DIGITS
+
+
+def stage_filter(request: web.Request) -> dict[str, Stage]:
+    """``stage_id`` of a version list, strictly 1 to 4, if given."""
+    raw = request.query.get("stage_id")
+    if raw is None:
+        return {}
+    if not _is_number(raw) or int(raw) not in set(Stage):
+        allowed = ", ".join(str(stage.value) for stage in Stage)
+        raise InvalidPayload(f"stage_id: must be one of {allowed}")
+    return {"stage_id": Stage(int(raw))}
+
+
+# A time zone offset whose "+" a query string turned into a space.
+_SPACED_OFFSET = re.compile(r"T.* (\d\d(:?\d\d)?)$")
+
+
+def moment(request: web.Request, name: str) -> datetime | None:
+    """The ISO 8601 time in query parameter ``name``, in UTC; a time
+    without an offset is read as UTC."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    text = raw.strip()
+    if _SPACED_OFFSET.search(text):
+        head, _, offset = text.rpartition(" ")
+        text = f"{head}+{offset}"
+    try:
+        parsed = datetime.fromisoformat(text) if len(text) <= 64 else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise InvalidPayload(
+            f"{name}: must be an ISO 8601 time, such as 2024-05-01T12:00:00Z"
+        )
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)

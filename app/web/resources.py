@@ -19,6 +19,7 @@ from app.schemas import DESCRIPTION_MAX, ResourceCreate
 from app.store.files import CHUNK_BYTES
 from app.web import responses
 from app.web.handlers import actor, service
+from app.web.idempotency import once
 from app.web.parsing import path_id, validate
 
 log = logging.getLogger("deardiary.http")
@@ -34,16 +35,26 @@ async def upload(request: web.Request) -> web.StreamResponse:
     reader = await _multipart(request)
     fields, file_part = await _text_fields(reader)
     body = validate(ResourceCreate, fields)
+    create = service(request, "resources").create
 
-    resource_id = await service(request, "resources").create(
-        actor(request),
-        experiment_id,
+    def answer(resource_id: int) -> web.Response:
+        location = f"/resource/{resource_id}"
+        return responses.created(request, "resource", resource_id, location)
+
+    # XXX: a retry is recognised by its text parts; the bytes are not read
+    # before the key is checked, so another file under the same key and
+    # name replays the first answer.
+    return await once(
+        request,
         body,
-        _file_chunks(file_part, reader),
-        max_bytes=request.app[keys.SETTINGS].max_upload_bytes,
-    )
-    return responses.created(
-        request, "resource", resource_id, f"/resource/{resource_id}"
+        lambda: create(
+            actor(request),
+            experiment_id,
+            body,
+            _file_chunks(file_part, reader),
+            max_bytes=request.app[keys.SETTINGS].max_upload_bytes,
+        ),
+        answer,
     )
 
 

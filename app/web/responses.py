@@ -7,7 +7,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from app.errors import MethodNotAllowed, RegistryError, TooManyRequests
+from app.errors import (
+    IdempotencyKeyInFlight,
+    MethodNotAllowed,
+    PreconditionFailed,
+    RegistryError,
+    TooManyRequests,
+)
+from app.schemas import Record
 
 JSON = "application/json"
 
@@ -17,6 +24,27 @@ def record(value: BaseModel, *, status: int = 200) -> web.Response:
     return web.Response(
         body=value.model_dump_json().encode(), status=status, content_type=JSON
     )
+
+
+def tagged(
+    request: web.Request, value: Record, *, cache_control: str | None = None
+) -> web.Response:
+    """A record with its ETag; 304 without a body when the client's
+    If-None-Match already names it."""
+    headers = {"ETag": value.etag}
+    if cache_control is not None:
+        headers["Cache-Control"] = cache_control
+    if _already_held(request, value.etag):
+        return web.Response(status=304, headers=headers)
+    response = record(value)
+    response.headers.update(headers)
+    return response
+
+
+def _already_held(request: web.Request, etag: str) -> bool:
+    # If-None-Match compares weakly: W/"1-2" names the same as "1-2".
+    tags = request.if_none_match or ()
+    return any(tag.value in (etag.strip('"'), "*") for tag in tags)
 
 
 def message(payload: dict[str, Any], *, status: int = 200) -> web.Response:
@@ -44,6 +72,8 @@ def error(exc: RegistryError) -> web.Response:
     response = message(exc.envelope(), status=exc.status)
     if isinstance(exc, MethodNotAllowed):
         response.headers["Allow"] = ", ".join(sorted(exc.allowed))
-    if isinstance(exc, TooManyRequests):
+    if isinstance(exc, TooManyRequests | IdempotencyKeyInFlight):
         response.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, PreconditionFailed):
+        response.headers["ETag"] = exc.etag
     return response

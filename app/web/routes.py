@@ -9,17 +9,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from app import schemas
 from app.web import resources, users
 from app.web.handlers import (
+    Filters,
     Handler,
     creation,
     fetch,
     listing,
     modification,
+    production,
     removal,
 )
+from app.web.health import metrics, ready
+from app.web.parsing import stage_filter
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,11 @@ class Route:
     handler: Handler
     summary: str
     public: bool = False
+    # For the API's description: the JSON body a route reads, the record
+    # or page it answers, and whether it honours Idempotency-Key.
+    body: type[BaseModel] | None = None
+    answer: type[BaseModel] | None = None
+    idempotent: bool = False
 
 
 async def health(request: web.Request) -> web.StreamResponse:
@@ -42,32 +52,94 @@ def _record_routes(
     word: str,
     service: str,
     *,
+    record: type[schemas.Record],
     create: type[schemas.Body],
     update: type[schemas.Body],
     parent: str | None,
+    filters: Filters | None = None,
 ) -> list[Route]:
     """The five routes of a kind of record: get, list, create, update, delete."""
     one = f"/{word}/{{id:[0-9]+}}"
     many = f"/{word}" if parent is None else f"/{word}/{parent}/{{id:[0-9]+}}"
     return [
-        Route("GET", one, fetch(service, word), f"Get a {word}"),
-        Route("GET", many, listing(service, parent), f"List {word}s"),
+        Route("GET", one, fetch(service, word), f"Get a {word}", answer=record),
+        Route(
+            "GET",
+            many,
+            listing(service, parent, filters=filters),
+            f"List {word}s",
+            answer=schemas.Page[record],  # type: ignore[valid-type]
+        ),
         Route(
             "POST",
             many,
             creation(service, word, create, parent, f"/{word}"),
             f"Create a {word}",
+            body=create,
+            idempotent=True,
         ),
-        Route("PATCH", one, modification(service, word, update), f"Update a {word}"),
+        Route(
+            "PATCH",
+            one,
+            modification(service, word, update),
+            f"Update a {word}",
+            body=update,
+            idempotent=True,
+        ),
         Route("DELETE", one, removal(service, word), f"Delete a {word}"),
+    ]
+
+
+def _registry_routes() -> list[Route]:
+    """Production lookup and history, beyond the five of each record."""
+    model = "/model/{id:[0-9]+}"
+    events = schemas.Page[schemas.ModelVersionEvent]
+    return [
+        Route(
+            "GET",
+            f"{model}/production",
+            production,
+            "The model's PRODUCTION version, now or ?at= a past moment",
+            answer=schemas.ModelVersion,
+        ),
+        Route(
+            "GET",
+            f"{model}/history",
+            listing("models", "model", method="history"),
+            "The model's history, oldest first",
+            answer=events,
+        ),
+        Route(
+            "GET",
+            "/modelversion/{id:[0-9]+}/history",
+            listing("modelversions", "modelversion", method="history"),
+            "A version's history, oldest first",
+            answer=events,
+        ),
     ]
 
 
 def _auth_routes() -> list[Route]:
     return [
-        Route("POST", "/auth", users.login, "Log in: a token", public=True),
-        Route("POST", "/auth/refresh", users.refresh, "A fresh token"),
-        Route("GET", "/auth/me", users.me, "The user a token names"),
+        Route(
+            "POST",
+            "/auth",
+            users.login,
+            "Log in: a token",
+            public=True,
+            body=schemas.Credentials,
+            answer=schemas.TokenEnvelope,
+        ),
+        Route(
+            "POST",
+            "/auth/refresh",
+            users.refresh,
+            "A fresh token",
+            answer=schemas.TokenEnvelope,
+        ),
+        Route(
+            "GET", "/auth/me", users.me, "The user a token names", answer=schemas.User
+        ),
     ]
 
 
@@ -75,15 +147,37 @@ def _permission_routes() -> list[Route]:
     pair = "/userpermission/user/{user_id:[0-9]+}/project/{project_id:[0-9]+}"
     one = "/userpermission/{id:[0-9]+}"
     entity = "userpermission"
+    record = schemas.UserPermission
     return [
-        Route("GET", pair, users.permission_of, "A user's permission on a project"),
-        Route("POST", pair, users.grant, "Grant a user permission on a project"),
-        Route("GET", one, fetch("userpermissions", entity), "Get a permission"),
+        Route(
+            "GET",
+            pair,
+            users.permission_of,
+            "A user's permission on a project",
+            answer=record,
+        ),
+        Route(
+            "POST",
+            pair,
+            users.grant,
+            "Grant a user permission on a project",
+            body=schemas.UserPermissionCreate,
+            idempotent=True,
+        ),
+        Route(
+            "GET",
+            one,
+            fetch("userpermissions", entity),
+            "Get a permission",
+            answer=record,
+        ),
         Route(
             "PATCH",
             one,
             modification("userpermissions", entity, schemas.UserPermissionUpdate),
             "Update a permission",
+            body=schemas.UserPermissionUpdate,
+            idempotent=True,
         ),
         Route("DELETE", one, removal("userpermissions", entity), "Delete a permission"),
     ]
@@ -93,15 +187,36 @@ def _resource_routes() -> list[Route]:
     one = "/resource/{id:[0-9]+}"
     many = "/resource/experiment/{id:[0-9]+}"
     return [
-        Route("GET", one, fetch("resources", "resource"), "Get a resource"),
+        Route(
+            "GET",
+            one,
+            fetch("resources", "resource"),
+            "Get a resource",
+            answer=schemas.Resource,
+        ),
         Route("GET", f"{one}/data", resources.download, "Download its bytes"),
-        Route("GET", many, listing("resources", "experiment"), "List resources"),
-        Route("POST", many, resources.upload, "Upload a resource (multipart)"),
+        Route(
+            "GET",
+            many,
+            listing("resources", "experiment"),
+            "List resources",
+            answer=schemas.Page[schemas.Resource],
+        ),
+        # The body is multipart (name, description?, file), not JSON.
+        Route(
+            "POST",
+            many,
+            resources.upload,
+            "Upload a resource (multipart)",
+            idempotent=True,
+        ),
         Route(
             "PATCH",
             one,
             modification("resources", "resource", schemas.ResourceUpdate),
             "Update a resource",
+            body=schemas.ResourceUpdate,
+            idempotent=True,
         ),
         Route("DELETE", one, removal("resources", "resource"), "Delete a resource"),
     ]
@@ -109,10 +224,13 @@ def _resource_routes() -> list[Route]:
 
 ROUTES: list[Route] = [
     Route("GET", "/health", health, "Liveness", public=True),
+    Route("GET", "/health/ready", ready, "Readiness", public=True),
+    Route("GET", "/metrics", metrics, "Prometheus metrics", public=True),
     *_auth_routes(),
     *_record_routes(
         "user",
         "users",
+        record=schemas.User,
         create=schemas.UserCreate,
         update=schemas.UserUpdate,
         parent=None,
@@ -121,6 +239,7 @@ ROUTES: list[Route] = [
     *_record_routes(
         "project",
         "projects",
+        record=schemas.Project,
         create=schemas.ProjectCreate,
         update=schemas.ProjectUpdate,
         parent=None,
@@ -128,6 +247,7 @@ ROUTES: list[Route] = [
     *_record_routes(
         "experiment",
         "experiments",
+        record=schemas.Experiment,
         create=schemas.ExperimentCreate,
         update=schemas.ExperimentUpdate,
         parent="project",
@@ -135,6 +255,7 @@ ROUTES: list[Route] = [
     *_record_routes(
         "iteration",
         "iterations",
+        record=schemas.Iteration,
         create=schemas.IterationCreate,
         update=schemas.IterationUpdate,
         parent="experiment",
@@ -143,6 +264,7 @@ ROUTES: list[Route] = [
     *_record_routes(
         "model",
         "models",
+        record=schemas.Model,
         create=schemas.ModelCreate,
         update=schemas.ModelUpdate,
         parent="project",
@@ -150,10 +272,13 @@ ROUTES: list[Route] = [
     *_record_routes(
         "modelversion",
         "modelversions",
+        record=schemas.ModelVersion,
         create=schemas.ModelVersionCreate,
         update=schemas.ModelVersionUpdate,
         parent="model",
+        filters=stage_filter,
     ),
+    *_registry_routes(),
 ]
 
 

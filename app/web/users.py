@@ -9,6 +9,7 @@ from app import keys
 from app.schemas import Credentials, UserPermissionCreate
 from app.web import responses
 from app.web.handlers import actor, service
+from app.web.idempotency import once
 from app.web.parsing import path_id, read_body
 
 
@@ -39,7 +40,7 @@ async def permission_of(request: web.Request) -> web.StreamResponse:
         path_id(request, "user", "user_id"),
         path_id(request, "project", "project_id"),
     )
-    return responses.record(found)
+    return responses.tagged(request, found)
 
 
 async def grant(request: web.Request) -> web.StreamResponse:
@@ -47,10 +48,15 @@ async def grant(request: web.Request) -> web.StreamResponse:
     user_id = path_id(request, "user", "user_id")
     project_id = path_id(request, "project", "project_id")
     body = await read_body(request, UserPermissionCreate)
+    create = service(request, "userpermissions").create
 
-    new_id = await service(request, "userpermissions").create(
-        actor(request), user_id, project_id, body
-    )
-    return responses.created(
-        request, "userpermission", new_id, f"/userpermission/{new_id}"
+    def answer(new_id: int) -> web.Response:
+        location = f"/userpermission/{new_id}"
+        return responses.created(request, "userpermission", new_id, location)
+
+    return await once(
+        request,
+        body,
+        lambda: create(actor(request), user_id, project_id, body),
+        answer,
     )

@@ -1,0 +1,168 @@
+"""The history of a model's versions: every registration, stage change and
+deletion, written in the transaction of the change it records.
+
+- The events of one model are ordered by ``seq``, drawn from the model's
+  version counter inside the transaction. Every change that writes history
+  writes that counter, so two of them conflict and commit one after the
+  other: ``seq`` follows commit order.
+- The same step moves the counter's clock (``events_at``) forward to the
+  current time, never back, and the events take their time from it; times
+  never decrease along ``seq``, even between servers whose clocks differ.
+- A promotion over an incumbent writes the automatic archiving first and
+  the requested promotion after it, so replaying the events in order never
+  shows two versions in PRODUCTION at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from app.schemas import EventKind, ModelVersionEvent, Page, Stage, now
+from app.store.database import Document, Session, Store
+
+EVENTS = "modelversion_events"
+
+
+def version_counter(model_id: int) -> str:
+    """The counter that numbers a model's versions and orders its history."""
+    return f"modelversion:{model_id}"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One event to record: what happened to which version."""
+
+    version: Document
+    kind: EventKind
+    from_stage: int | None
+    to_stage: int | None
+    requested: bool = True
+
+
+@dataclass(frozen=True)
+class Slots:
+    """Places reserved in a model's history: ``seq`` numbers from
+    ``first`` on, at time ``at``, and the version counter after the step."""
+
+    first: int
+    at: datetime
+    counter: Document
+
+
+def production_after(event: Document | None) -> int | None:
+    """The version in PRODUCTION right after ``event``, the latest event
+    that moved a version into or out of PRODUCTION; None for none."""
+    if event is None or event.get("to_stage_id") != Stage.PRODUCTION:
+        return None
+    return int(event["modelversion_id"])
+
+
+class History:
+    """Reads and writes the events of model versions."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def reserve(
+        self,
+        model_id: int,
+        count: int,
+        *,
+        session: Session,
+        also: Mapping[str, int] | None = None,
+        where: Document | None = None,
+    ) -> Slots | None:
+        """Reserve ``count`` places in the model's history, adding ``also``
+        to the counter in the same step; None if the counter is gone or
+        does not match ``where``."""
+        counter = await self.store.bump(
+            version_counter(model_id),
+            {**(also or {}), "events": count},
+            where=where,
+            at_least={"events_at": now()},
+            session=session,
+        )
+        if counter is None:
+            return None
+        first = int(counter["events"]) - count + 1
+        return Slots(first=first, at=counter["events_at"], counter=counter)
+
+    async def record(
+        self,
+        changes: list[Change],
+        ids: list[int],
+        slots: Slots,
+        user_id: int,
+        session: Session,
+    ) -> None:
+        """Write one event per change, in order, in the caller's transaction;
+        ``ids`` holds at least one id per change.
+
+        Automatic changes name the requested one among ``changes`` as their
+        cause.
+        """
+        pairs = list(zip(ids[: len(changes)], changes, strict=True))
+        cause = next((id_ for id_, change in pairs if change.requested), None)
+        docs = [
+            _event(id_, slots.first + offset, slots.at, change, user_id, cause)
+            for offset, (id_, change) in enumerate(pairs)
+        ]
+        await self.store.insert_many(EVENTS, docs, session=session)
+
+    async def page(
+        self, check: Awaitable[Any], query: Document, *, limit: int, offset: int
+    ) -> Page[ModelVersionEvent]:
+        """A page of the events matching ``query``, oldest first, once
+        ``check`` passes; the check and the queries run side by side."""
+        _, (docs, total) = await asyncio.gather(
+            check,
+            self.store.page(EVENTS, query, sort="seq", limit=limit, offset=offset),
+        )
+        data = [ModelVersionEvent.from_doc(doc) for doc in docs]
+        return Page(data=data, total=total, limit=limit, offset=offset)
+
+    async def production_at(self, model_id: int, moment: datetime) -> int | None:
+        """The id of the version that was in PRODUCTION at ``moment``."""
+        latest = await self.store.find_one(
+            EVENTS,
+            {
+                "model_id": model_id,
+                "at": {"$lte": moment},
+                "$or": [
+                    {"to_stage_id": Stage.PRODUCTION},
+                    {"from_stage_id": Stage.PRODUCTION},
+                ],
+            },
+            sort=[("seq", -1)],
+        )
+        return production_after(latest)
+
+
+def _event(
+    id_: int,
+    seq: int,
+    at: datetime,
+    change: Change,
+    user_id: int,
+    cause: int | None,
+) -> Document:
+    version = change.version
+    return {
+        "_id": id_,
+        "seq": seq,
+        "model_id": version["model_id"],
+        "project_id": version["project_id"],
+        "modelversion_id": version["_id"],
+        "version": version["version"],
+        "kind": change.kind.value,
+        "from_stage_id": change.from_stage,
+        "to_stage_id": change.to_stage,
+        "user_id": user_id,
+        "at": at,
+        "requested": change.requested,
+        "caused_by": None if change.requested else cause,
+    }
