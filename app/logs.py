@@ -12,6 +12,8 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 from app.settings import Settings
 
 # Attributes every LogRecord has; anything else came in through ``extra``.
@@ -50,6 +52,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class MalformedRequestFilter(logging.Filter):
+    """Turns aiohttp's traceback for a request it could not parse into one
+    INFO line.
+
+    Such a request is the client's fault, answered 400 before any route
+    runs: no server error. The parser's message quotes the offending bytes,
+    which may be a header with a token in it; the line names only the
+    error's kind and the client's address.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        level = min(record.levelno, logging.INFO)
+        if not logging.getLogger(record.name).isEnabledFor(level):
+            return False
+        record.levelno, record.levelname = level, logging.getLevelName(level)
+        record.msg = "malformed request from %s answered %d (%s)"
+        remote = record.args[0] if isinstance(record.args, tuple) else "?"
+        record.args = (remote, exc.code, type(exc).__name__)
+        record.exc_info = record.exc_text = None
+        return True
+
+
 def configure(settings: Settings) -> None:
     """Send log lines to stderr in the configured format and level."""
     handler = logging.StreamHandler(sys.stderr)
@@ -60,6 +87,7 @@ def configure(settings: Settings) -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
+    handler.addFilter(MalformedRequestFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

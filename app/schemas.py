@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    WithJsonSchema,
 )
 
 E = TypeVar("E", bound=IntEnum)
@@ -93,10 +94,42 @@ def _member_of(enum: type[E]) -> Any:
     return check
 
 
-Timestamp = Annotated[datetime, PlainSerializer(_iso_millis, return_type=str)]
+# JSON Schema patterns for the API's description: no control characters
+# in names; line breaks and tabs allowed in free text.
+_NO_CONTROLS = r"^[^\x00-\x1f\x7f-\x9f]*$"
+_TEXT_CONTROLS = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(_iso_millis, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "description": "UTC, ISO 8601 with milliseconds",
+        },
+        mode="serialization",
+    ),
+]
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
-Name = Annotated[str, AfterValidator(_name)]
-Description = Annotated[str, Field(max_length=DESCRIPTION_MAX), AfterValidator(_text)]
+Name = Annotated[
+    str,
+    AfterValidator(_name),
+    Field(
+        description=f"1 to {NAME_MAX} characters after trimming surrounding "
+        "whitespace; no control characters",
+        json_schema_extra={
+            "minLength": 1,
+            "maxLength": NAME_MAX,
+            "pattern": _NO_CONTROLS,
+        },
+    ),
+]
+Description = Annotated[
+    str,
+    Field(max_length=DESCRIPTION_MAX, json_schema_extra={"pattern": _TEXT_CONTROLS}),
+    AfterValidator(_text),
+]
 
 
 def now() -> datetime:
@@ -380,8 +413,22 @@ def _person_name(value: str) -> str:
     return value
 
 
-Password = Annotated[str, AfterValidator(_password)]
-PersonName = Annotated[str, Field(max_length=NAME_MAX), AfterValidator(_person_name)]
+Password = Annotated[
+    str,
+    AfterValidator(_password),
+    Field(
+        description=f"{PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes in UTF-8",
+        json_schema_extra={
+            "minLength": PASSWORD_MIN_BYTES,
+            "maxLength": PASSWORD_MAX_BYTES,
+        },
+    ),
+]
+PersonName = Annotated[
+    str,
+    Field(max_length=NAME_MAX, json_schema_extra={"pattern": _NO_CONTROLS}),
+    AfterValidator(_person_name),
+]
 
 
 class Credentials(Body):

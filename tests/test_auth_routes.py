@@ -167,6 +167,8 @@ TABLE = [
     Row("GET", "/health", "public", 200, at("/health")),
     Row("GET", "/health/ready", "public", 200, at("/health/ready")),
     Row("GET", "/metrics", "public", 200, at("/metrics")),
+    Row("GET", "/openapi.json", "public", 200, at("/openapi.json")),
+    Row("GET", "/docs", "public", 200, at("/docs")),
     Row("POST", "/auth", "public", 200, _login_body),
     Row("POST", "/auth/refresh", "any", 200, at("/auth/refresh")),
     Row("GET", "/auth/me", "any", 200, at("/auth/me")),

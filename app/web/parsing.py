@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 from aiohttp import hdrs, web
 from pydantic import ValidationError
 
-from app.errors import InvalidJSON, InvalidPayload, NotFound
+from app import keys
+from app.errors import InvalidJSON, InvalidPayload, NotFound, PayloadTooLarge
 from app.schemas import MAX_ID, Body, Stage
 from app.services.base import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -67,13 +68,28 @@ def _bounded_int(text: str) -> int:
 
 
 def parse_object(raw: bytes) -> dict[str, Any]:
-    """The JSON object in ``raw``, or InvalidJSON."""
+    """The JSON object in ``raw``, or InvalidJSON.
+
+    The bytes must be UTF-8 (json.loads alone would also take UTF-16 and
+    UTF-32), and no ``\\u`` escape may name half a surrogate pair: such a
+    string has no UTF-8 form, so MongoDB could not store it.
+    """
     try:
-        data = json.loads(raw, object_pairs_hook=_unique_keys, parse_int=_bounded_int)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidJSON("body is not UTF-8 text") from exc
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_keys, parse_int=_bounded_int)
     except (ValueError, RecursionError) as exc:
         raise InvalidJSON("body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise InvalidJSON("body must be a JSON object")
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidJSON("body has a \\u escape of a lone surrogate") from exc
+    except RecursionError as exc:
+        raise InvalidJSON("body is nested too deeply") from exc
     return data
 
 
@@ -96,7 +112,18 @@ def describe(exc: ValidationError) -> str:
 
 
 async def read_body(request: web.Request, model: type[B]) -> B:
-    """The request's JSON body validated as ``model``."""
+    """The request's JSON body validated as ``model``.
+
+    A body that announces more bytes than the limit is refused before a
+    byte of it is read; one that does not (chunked) is refused as soon as
+    the bytes read pass the limit.
+    """
+    limit = request.app[keys.SETTINGS].max_body_bytes
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLarge(
+            f"request body of {request.content_length} bytes is larger than "
+            f"the limit of {limit}"
+        )
     return validate(model, parse_object(await request.read()))
 
 
@@ -184,4 +211,10 @@ def moment(request: web.Request, name: str) -> datetime | None:
         )
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # A valid local time whose UTC value leaves the calendar.
+        raise InvalidPayload(
+            f"{name}: must fall within the years 1 to 9999 in UTC"
+        ) from None

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import BadContentDispositionHeader
 
 from app import keys
 from app.errors import InvalidPayload
@@ -25,6 +27,15 @@ from app.web.parsing import path_id, validate
 log = logging.getLogger("deardiary.http")
 
 TEXT_FIELDS = frozenset({"name", "description"})
+# What aiohttp's multipart reader raises for a malformed body: a bad
+# boundary, a bad or oversized part header. A garbled Content-Disposition
+# is only a warning (the part then has no name), unless warnings are errors.
+_MALFORMED = (
+    ValueError,
+    AssertionError,
+    HttpProcessingError,
+    BadContentDispositionHeader,
+)
 # Four bytes a character at most, plus slack for the longest text field.
 TEXT_PART_MAX = DESCRIPTION_MAX * 4 + 1024
 
@@ -96,7 +107,7 @@ async def _multipart(request: web.Request) -> MultipartReader:
         raise InvalidPayload("body must be multipart/form-data with a file part")
     try:
         return await request.multipart()
-    except (ValueError, AssertionError) as exc:
+    except _MALFORMED as exc:
         raise InvalidPayload("body is not valid multipart/form-data") from exc
 
 
@@ -121,7 +132,7 @@ async def _text_fields(
 async def _next_part(reader: MultipartReader) -> BodyPartReader | None:
     try:
         part = await reader.next()
-    except ValueError as exc:
+    except _MALFORMED as exc:
         raise InvalidPayload("body is not valid multipart/form-data") from exc
     if part is not None and not isinstance(part, BodyPartReader):
         raise InvalidPayload("nested multipart bodies are not accepted")

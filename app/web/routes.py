@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from app import schemas
-from app.web import resources, users
+from app.web import apipage, resources, users
 from app.web.handlers import (
     Filters,
     Handler,
@@ -26,6 +26,9 @@ from app.web.handlers import (
 from app.web.health import metrics, ready
 from app.web.parsing import stage_filter
 
+# The page bounds every list reads.
+PAGE_QUERY = ("limit", "offset")
+
 
 @dataclass(frozen=True)
 class Route:
@@ -36,11 +39,19 @@ class Route:
     handler: Handler
     summary: str
     public: bool = False
-    # For the API's description: the JSON body a route reads, the record
-    # or page it answers, and whether it honours Idempotency-Key.
+    # For the API's description (app.web.openapi): the JSON body a route
+    # reads (with ``upload``, the text parts of its multipart body before
+    # the file), the record or page it answers and that answer's media
+    # type, the query parameters it reads, whether it honours
+    # Idempotency-Key, and whether it answers an ETag and honours
+    # If-None-Match.
     body: type[BaseModel] | None = None
     answer: type[BaseModel] | None = None
     idempotent: bool = False
+    query: tuple[str, ...] = ()
+    etag: bool = False
+    upload: bool = False
+    media: str = "application/json"
 
 
 async def health(request: web.Request) -> web.StreamResponse:
@@ -57,18 +68,30 @@ def _record_routes(
     update: type[schemas.Body],
     parent: str | None,
     filters: Filters | None = None,
+    query: tuple[str, ...] = (),
 ) -> list[Route]:
-    """The five routes of a kind of record: get, list, create, update, delete."""
+    """The five routes of a kind of record: get, list, create, update, delete.
+
+    ``query`` names the parameters ``filters`` reads.
+    """
     one = f"/{word}/{{id:[0-9]+}}"
     many = f"/{word}" if parent is None else f"/{word}/{parent}/{{id:[0-9]+}}"
     return [
-        Route("GET", one, fetch(service, word), f"Get a {word}", answer=record),
+        Route(
+            "GET",
+            one,
+            fetch(service, word),
+            f"Get a {word}",
+            answer=record,
+            etag=True,
+        ),
         Route(
             "GET",
             many,
             listing(service, parent, filters=filters),
             f"List {word}s",
             answer=schemas.Page[record],  # type: ignore[valid-type]
+            query=PAGE_QUERY + query,
         ),
         Route(
             "POST",
@@ -101,6 +124,8 @@ def _registry_routes() -> list[Route]:
             production,
             "The model's PRODUCTION version, now or ?at= a past moment",
             answer=schemas.ModelVersion,
+            query=("at",),
+            etag=True,
         ),
         Route(
             "GET",
@@ -108,6 +133,7 @@ def _registry_routes() -> list[Route]:
             listing("models", "model", method="history"),
             "The model's history, oldest first",
             answer=events,
+            query=PAGE_QUERY,
         ),
         Route(
             "GET",
@@ -115,6 +141,7 @@ def _registry_routes() -> list[Route]:
             listing("modelversions", "modelversion", method="history"),
             "A version's history, oldest first",
             answer=events,
+            query=PAGE_QUERY,
         ),
     ]
 
@@ -155,6 +182,7 @@ def _permission_routes() -> list[Route]:
             users.permission_of,
             "A user's permission on a project",
             answer=record,
+            etag=True,
         ),
         Route(
             "POST",
@@ -170,6 +198,7 @@ def _permission_routes() -> list[Route]:
             fetch("userpermissions", entity),
             "Get a permission",
             answer=record,
+            etag=True,
         ),
         Route(
             "PATCH",
@@ -193,14 +222,23 @@ def _resource_routes() -> list[Route]:
             fetch("resources", "resource"),
             "Get a resource",
             answer=schemas.Resource,
+            etag=True,
         ),
-        Route("GET", f"{one}/data", resources.download, "Download its bytes"),
+        Route(
+            "GET",
+            f"{one}/data",
+            resources.download,
+            "Download its bytes",
+            etag=True,
+            media="application/octet-stream",
+        ),
         Route(
             "GET",
             many,
             listing("resources", "experiment"),
             "List resources",
             answer=schemas.Page[schemas.Resource],
+            query=PAGE_QUERY,
         ),
         # The body is multipart (name, description?, file), not JSON.
         Route(
@@ -208,7 +246,9 @@ def _resource_routes() -> list[Route]:
             many,
             resources.upload,
             "Upload a resource (multipart)",
+            body=schemas.ResourceCreate,
             idempotent=True,
+            upload=True,
         ),
         Route(
             "PATCH",
@@ -225,7 +265,29 @@ def _resource_routes() -> list[Route]:
 ROUTES: list[Route] = [
     Route("GET", "/health", health, "Liveness", public=True),
     Route("GET", "/health/ready", ready, "Readiness", public=True),
-    Route("GET", "/metrics", metrics, "Prometheus metrics", public=True),
+    Route(
+        "GET",
+        "/metrics",
+        metrics,
+        "Prometheus metrics",
+        public=True,
+        media="text/plain",
+    ),
+    Route(
+        "GET",
+        "/openapi.json",
+        apipage.document,
+        "This API, as OpenAPI 3.1",
+        public=True,
+    ),
+    Route(
+        "GET",
+        "/docs",
+        apipage.page,
+        "This API, as a page to read",
+        public=True,
+        media="text/html",
+    ),
     *_auth_routes(),
     *_record_routes(
         "user",
@@ -277,6 +339,7 @@ ROUTES: list[Route] = [
         update=schemas.ModelVersionUpdate,
         parent="model",
         filters=stage_filter,
+        query=("stage_id",),
     ),
     *_registry_routes(),
 ]
