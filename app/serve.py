@@ -1,8 +1,10 @@
 """Serving: the listening socket, worker processes and orderly shutdown.
 
-``serve`` binds the socket itself, so a port that is taken is one clear
-error at startup. With one worker (``DEARDIARY_WORKERS=1``) the
-application runs in this process. With more, this process supervises:
+``serve`` first takes what the server needs (the embedded store's data
+directory, locked against a second server; the listening socket), so that
+a taken port or a directory in use is one line and exit code 2 at startup.
+With one worker (``DEARDIARY_WORKERS=1``) the application runs in this
+process. With more, this process supervises:
 
 1. it starts the embedded store when no MongoDB URI is set, once for all
    workers, and stops it last;
@@ -12,7 +14,7 @@ application runs in this process. With more, this process supervises:
 3. on SIGTERM or SIGINT it sends each worker SIGTERM: a worker stops
    accepting, finishes the requests in flight for up to
    ``DEARDIARY_SHUTDOWN_GRACE_SECONDS``, closes its MongoDB client and
-   exits; then the store is stopped;
+   exits; then the store is stopped. Further stop signals are ignored;
 4. a worker that exits on its own is a failure: the others are stopped the
    same way and the server exits with code 1, for the container's restart
    policy to start it again whole.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -41,10 +44,16 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import multiprocess
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from app import keys
-from app.embedded import EmbeddedStore, EmbeddedStoreError, die_with_parent
+from app.embedded import (
+    EmbeddedStore,
+    EmbeddedStoreError,
+    check_installed,
+    claimed_data_dir,
+    die_with_parent,
+)
 from app.logs import configure
 from app.server import create_app
 from app.settings import PREFIX, ConfigError, Settings
@@ -65,18 +74,54 @@ def print_error(line: str) -> None:
 
 
 def serve(settings: Settings) -> int:
-    """Serve until SIGTERM or SIGINT; the process's exit code."""
+    """Serve until SIGTERM or SIGINT; the process's exit code.
+
+    What the server needs before it can serve (the embedded store
+    installed, its data directory to itself, the port) is checked first:
+    a problem there is one line and exit code 2.
+    """
     try:
-        sock = listen(settings.host, settings.port)
+        with contextlib.ExitStack() as held:
+            if settings.embedded:
+                check_installed()
+                held.enter_context(claimed_data_dir(settings.data_dir))
+            sock = held.enter_context(bind(settings))
+            _announce(settings)
+            if settings.worker_count == 1:
+                return run_app(create_app(settings), settings, sock)
+            return asyncio.run(Supervisor(settings, sock).run())
+    except ConfigError as exc:
+        print_error(f"configuration error: {exc}")
+        return 2
+
+
+def bind(settings: Settings) -> socket.socket:
+    """The listening socket, or ConfigError naming the variable to change."""
+    host, port = settings.host, settings.port
+    try:
+        return listen(host, port)
+    except socket.gaierror as exc:
+        raise ConfigError(
+            PREFIX + "HOST", f"cannot resolve {host}: {exc.strerror}"
+        ) from None
     except OSError as exc:
-        log.error(
-            "cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror
-        )
-        return 1
-    with sock:
-        if settings.worker_count == 1:
-            return run_app(create_app(settings), settings, sock)
-        return asyncio.run(Supervisor(settings, sock).run())
+        variable = "HOST" if exc.errno == errno.EADDRNOTAVAIL else "PORT"
+        raise ConfigError(
+            PREFIX + variable, f"cannot listen on {host}:{port}: {exc.strerror}"
+        ) from None
+
+
+def _announce(settings: Settings) -> None:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    workers = settings.worker_count
+    log.info(
+        "DearDiary registry on http://%s:%d (%s store, %d worker%s)",
+        host,
+        settings.port,
+        "embedded" if settings.embedded else "MongoDB",
+        workers,
+        "" if workers == 1 else "s",
+    )
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -118,6 +163,14 @@ def run_app(
     except ConnectionFailure:
         log.error("MongoDB did not answer at startup within %sMONGO_TIMEOUT_MS", PREFIX)
         return 1
+    except PyMongoError as exc:
+        # Refused credentials, an index that conflicts with one already
+        # there: the server's own words, which hold no secret.
+        log.error("MongoDB refused the registry's startup: %s", exc)
+        return 1
+    except EmbeddedStoreError as exc:
+        log.error("%s", exc)
+        return 1
     return 0
 
 
@@ -143,14 +196,41 @@ async def _serve_app(
             log.warning("%d requests cut off by the grace period", tracker.count)
     finally:
         await runner.cleanup()
+        _ignore_stop_signals()
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _on_stop_signals(stop: asyncio.Event) -> asyncio.Event:
-    """``stop``, to be set by SIGTERM or SIGINT."""
+    """``stop``, to be set by the first SIGTERM or SIGINT.
+
+    Later ones are noted and ignored: an impatient second Ctrl-C must not
+    cut short the requests in flight, nor leave the store running.
+    """
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+
+    def on_signal(signum: signal.Signals) -> None:
+        if stop.is_set():
+            log.info("already stopping: %s ignored", signum.name)
+            return
+        stop.set()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
     return stop
+
+
+def _ignore_stop_signals() -> None:
+    """Ignore the stop signals from now until the process exits.
+
+    Closing the event loop would give them back their default action,
+    which would kill the process while it finishes stopping.
+    """
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.remove_signal_handler(signum)
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -177,7 +257,10 @@ class Supervisor:
 
     async def run(self) -> int:
         """Serve until told to stop or a worker fails; the exit code."""
-        code = await self._run()
+        try:
+            code = await self._run()
+        finally:
+            _ignore_stop_signals()
         if self._config_error is not None:
             print_error(self._config_error)
         return code

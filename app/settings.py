@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pymongo.errors import ConfigurationError, InvalidURI
 from pymongo.uri_parser import parse_uri
 
@@ -37,10 +37,13 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     mongo_uri: str | None = None
-    db_name: str = Field(default="deardiary", min_length=1, max_length=63)
+    # MongoDB refuses these characters in a database name.
+    db_name: str = Field(
+        default="deardiary", min_length=1, max_length=63, pattern=r'^[^/\\. "$]+$'
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=9000, ge=1, le=65535)
-    data_dir: Path = Path(".deardiary")
+    data_dir: Path = Field(default=Path(".deardiary"), validate_default=True)
     enable_auth: bool = False
     allow_insecure_network: bool = False
     jwt_secret: str | None = None
@@ -62,6 +65,18 @@ class Settings(BaseModel):
     jwt_secret_file: Path | None = None
     admin_password_file: Path | None = None
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=366 * 24 * 3600)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, level: object) -> object:
+        return level.upper() if isinstance(level, str) else level
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        # Fixed once against the directory the server was started in, so
+        # that logs, the store's command line and workers all name one place.
+        return path.expanduser().resolve()
 
     @property
     def embedded(self) -> bool:

@@ -8,6 +8,7 @@ No Docker engine runs here: the files are validated, not run.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,6 +19,9 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+
+from app import __main__ as entry
+from app import embedded, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_NAMES = ("JWT_SECRET", "ADMIN_PASSWORD")
@@ -146,3 +150,55 @@ def test_image_takes_only_the_files_it_needs() -> None:
         "!app/",
         "!indexes/",
     }
+
+
+def _image_environment(dockerfile: list[str]) -> dict[str, str]:
+    final = dockerfile[max(i for i, x in enumerate(dockerfile) if x[:5] == "FROM ") :]
+    pairs = [word for line in final if line[:4] == "ENV " for word in line.split()]
+    return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+
+
+def _no_listening(*args: object) -> None:
+    raise AssertionError("the image's server went on to listen")
+
+
+@pytest.mark.parametrize(
+    ("added", "variable"),
+    [
+        # As pulled: auth is on and needs its secret.
+        ({}, "DEARDIARY_JWT_SECRET"),
+        # Auth off on every interface needs saying so explicitly.
+        ({"DEARDIARY_ENABLE_AUTH": "false"}, "DEARDIARY_HOST"),
+        # The image holds no embedded store: a MongoDB is required.
+        ({"DEARDIARY_JWT_SECRET": "s" * 40}, "DEARDIARY_MONGO_URI"),
+    ],
+)
+def test_the_image_refuses_to_start_without_what_it_needs(
+    dockerfile: list[str],
+    added: dict[str, str],
+    variable: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    for key in [k for k in os.environ if k.startswith("DEARDIARY_")]:
+        monkeypatch.delenv(key)
+    for key, value in (_image_environment(dockerfile) | added).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("DEARDIARY_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(embedded, "EXECUTABLE", "secantusd-not-in-the-image")
+    monkeypatch.setattr(serve, "bind", _no_listening)
+    monkeypatch.setattr(entry, "configure", lambda settings: None)
+
+    code = entry.main()
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert code == 2
+    assert line.startswith(f"configuration error: {variable}: ")
+
+
+def test_the_image_installs_no_embedded_store(dockerfile: list[str]) -> None:
+    installs = [line for line in dockerfile if line.startswith("RUN pip ")]
+
+    assert installs
+    assert not any("embedded" in line or "SecantusDB" in line for line in installs)

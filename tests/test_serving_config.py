@@ -163,3 +163,15 @@ async def test_server_exits_2_with_one_line_naming_the_variable(
     assert out == b""
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"configuration error: {variable}: ")
+
+
+def test_a_database_name_mongodb_would_refuse_is_refused_at_startup() -> None:
+    error = _refused({"DEARDIARY_DB_NAME": "registry.prod"})
+
+    assert error.variable == "DEARDIARY_DB_NAME"
+
+
+def test_the_log_level_is_read_in_any_case() -> None:
+    settings = load_settings({"DEARDIARY_LOG_LEVEL": "debug"})
+
+    assert settings.log_level == "DEBUG"

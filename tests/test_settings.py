@@ -25,7 +25,7 @@ def test_empty_environment_gives_the_defaults() -> None:
     assert settings.db_name == "deardiary"
     assert (settings.host, settings.port) == ("127.0.0.1", 9000)
     assert settings.loopback_only
-    assert settings.data_dir == Path(".deardiary")
+    assert settings.data_dir == Path(".deardiary").resolve()  # made absolute
     assert settings.enable_auth is False
     assert (settings.log_level, settings.log_format) == ("INFO", "text")
     assert settings.max_body_bytes == 1024 * 1024

@@ -8,6 +8,11 @@ that finds the first still running (409 IDEMPOTENCY_KEY_IN_FLIGHT) waits
 as long as its Retry-After says. Any other write is retried only when no
 connection could be opened, so nothing was sent; a later failure of it is
 reported, never repeated, because the server may already have acted on it.
+
+One exception lies in aiohttp itself: it sends a DELETE once more when the
+connection drops (HTTP counts DELETE as idempotent), which saves a delete
+sent on a pooled connection the server had just closed. A delete whose
+answer was lost may then report 404 NOT_FOUND although it took effect.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.serving import Server, Servers, fetch, gone
+from tests.integration.serving import Server, Servers, fetch, gone, wait_output
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -259,17 +259,76 @@ async def test_killed_server_takes_its_workers_and_store_along(
 
 
 async def test_a_taken_port_stops_the_server_with_one_line(
-    servers: Servers,
+    servers: Servers, tmp_path: Path
 ) -> None:
     first = await servers.start(DEARDIARY_WORKERS="1")
 
     second = await servers.start(
-        wait=False, DEARDIARY_PORT=str(first.port), DEARDIARY_WORKERS="2"
+        tmp_path / "other",
+        wait=False,
+        DEARDIARY_PORT=str(first.port),
+        DEARDIARY_WORKERS="2",
     )
 
-    assert await second.wait_exit() == 1
-    assert f"cannot listen on 127.0.0.1:{first.port}" in second.output()
-    assert "Traceback" not in second.output()
+    assert await second.wait_exit() == 2
+    assert second.output().splitlines() == [
+        f"configuration error: DEARDIARY_PORT: cannot listen on "
+        f"127.0.0.1:{first.port}: Address already in use"
+    ]
+
+
+async def test_a_second_server_on_the_same_data_dir_is_refused(
+    servers: Servers, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    first = await servers.start(data_dir, DEARDIARY_WORKERS="2")
+
+    second = await servers.start(data_dir, wait=False, DEARDIARY_WORKERS="1")
+
+    assert await second.wait_exit() == 2
+    assert second.output().splitlines() == [
+        f"configuration error: DEARDIARY_DATA_DIR: {data_dir} is in use by "
+        f"another server (pid {first.pid})"
+    ]
+    assert second.stores() == []
+    async with aiohttp.ClientSession() as http:
+        status, _ = await fetch(http, "GET", f"{first.url}/health/ready")
+    assert status == 200
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_second_stop_signal_does_not_cut_the_shutdown_short(
+    servers: Servers, workers: str
+) -> None:
+    server = await servers.start(
+        DEARDIARY_WORKERS=workers, DEARDIARY_SHUTDOWN_GRACE_SECONDS="30"
+    )
+    async with aiohttp.ClientSession() as http:
+        project = await _created(http, f"{server.url}/project", {"name": "p"})
+        experiment = await _created(
+            http, f"{server.url}/experiment/project/{project}", {"name": "e"}
+        )
+        content = os.urandom(64 * 1024)
+        halfway, resume = asyncio.Event(), asyncio.Event()
+        upload = asyncio.create_task(
+            _upload(http, f"{server.url}/resource/experiment/{experiment}",
+                    content, halfway, resume)
+        )  # fmt: skip
+        await asyncio.wait_for(halfway.wait(), 30)
+
+        server.process.send_signal(signal.SIGTERM)
+        await _refuses_connections(server)
+        # An impatient operator: Ctrl-C, then another SIGTERM.
+        server.process.send_signal(signal.SIGINT)
+        server.process.send_signal(signal.SIGTERM)
+        await wait_output(server, "already stopping: SIGTERM ignored")
+        resume.set()
+        status, payload = await asyncio.wait_for(upload, 60)
+
+    assert status == 201, payload
+    assert await server.wait_exit() == 0, server.output()
+    assert "already stopping: SIGINT ignored" in server.output()
+    assert "Traceback" not in server.output()
 
 
 async def test_a_configuration_error_met_by_a_worker_exits_2(
