@@ -30,6 +30,7 @@ from app.client import (
     Stage,
     connect,
 )
+from app.client._http import RetryPolicy
 from app.server import create_app
 from app.settings import Settings
 from tests.helpers import database
@@ -844,6 +845,13 @@ class Flaky:
             return web.json_response(envelope, status=503)
         if step == "html":
             return web.Response(status=502, text="<h1>bad gateway</h1>")
+        if step == "busy":
+            envelope = {"code": "IDEMPOTENCY_KEY_IN_FLIGHT", "message": "running"}
+            return web.json_response(envelope, status=409, headers={"Retry-After": "2"})
+        if request.method == "PATCH":
+            return web.json_response({"message": "UPDATED"})
+        if request.method == "DELETE":
+            return web.json_response({"message": "OK"})
         if request.method == "POST":
             return web.json_response({"model_id": 7}, status=201)
         return web.json_response(
@@ -976,3 +984,89 @@ async def test_unreachable_server_is_a_connection_error() -> None:
 
     assert (error.status, error.code) == (0, "CONNECTION_ERROR")
     assert error.request == "GET /registry/model/1"
+
+
+async def test_update_is_retried_after_a_dropped_connection_with_the_same_key(
+    flaky_url: tuple[Flaky, str],
+) -> None:
+    flaky, url = flaky_url
+    flaky.script = ["drop", "503"]
+
+    async with connect(url) as client:
+        await client.update_modelversion(1, stage=Stage.PRODUCTION)
+
+    assert flaky.hits == 3
+    assert flaky.keys[0] is not None and flaky.keys == [flaky.keys[0]] * 3
+
+
+async def test_every_write_carries_a_key_of_its_own(
+    flaky_url: tuple[Flaky, str],
+) -> None:
+    flaky, url = flaky_url
+
+    async with connect(url) as client:
+        await client.create_model(1, "clf")
+        await client.create_model(1, "clf")
+        await client.update_model(1, description="d")
+        await client.update_modelversion(1, stage=Stage.STAGING)
+
+    assert None not in flaky.keys
+    assert len(set(flaky.keys)) == 4
+
+
+async def test_repeat_in_flight_waits_as_long_as_the_server_asks(
+    flaky_url: tuple[Flaky, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flaky, url = flaky_url
+    flaky.script = ["busy", "busy"]
+    asked: list[float | None] = []
+
+    def pause(self: RetryPolicy, attempt: int, at_least: float | None = None) -> float:
+        asked.append(at_least)
+        return 0.0
+
+    monkeypatch.setattr(RetryPolicy, "pause", pause)
+    async with connect(url) as client:
+        model_id = await client.create_model(1, "clf")
+
+    assert model_id == 7
+    assert asked == [2.0, 2.0]
+    assert flaky.keys[0] is not None and flaky.keys == [flaky.keys[0]] * 3
+
+
+def test_pause_is_never_shorter_than_the_server_asks() -> None:
+    policy = RetryPolicy(backoff=0.01, max_backoff=5.0)
+
+    pauses = [policy.pause(1, at_least=2.0) for _ in range(20)]
+    capped = RetryPolicy(max_backoff=0.5).pause(1, at_least=2.0)
+
+    assert min(pauses) == 2.0
+    assert capped == 0.5
+
+
+async def test_delete_is_repeated_once_at_most_after_dropped_connections(
+    flaky_url: tuple[Flaky, str],
+) -> None:
+    flaky, url = flaky_url
+    flaky.script = ["drop", "drop"]
+
+    async with connect(url) as client:
+        error = await refusal(client.delete_model(1))
+
+    # A DELETE carries no key. aiohttp sends it once more on a dropped
+    # connection (HTTP counts DELETE as idempotent); the client adds none.
+    assert (error.status, error.code) == (0, "CONNECTION_ERROR")
+    assert flaky.hits == 2 and flaky.keys == [None, None]
+
+
+async def test_write_without_a_key_is_not_repeated_after_503(
+    flaky_url: tuple[Flaky, str],
+) -> None:
+    flaky, url = flaky_url
+    flaky.script = ["503"]
+
+    async with connect(url) as client:
+        error = await refusal(client.delete_model(1, if_match='"1-1"'))
+
+    assert (error.status, error.code) == (503, "DATABASE_UNAVAILABLE")
+    assert flaky.hits == 1

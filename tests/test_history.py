@@ -4,14 +4,15 @@ automatic archiving included) and deletions, oldest first."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from app.client import EventKind, Pagination, connect, connect_sync
 from app.services.history import production_after
 from app.settings import Settings
+from tests.auth_modes import MODES, serve_as, url_of
 from tests.conftest import Caller
 from tests.helpers import (
     database,
@@ -40,12 +41,21 @@ EVENT_FIELDS = {
 }
 
 
-async def _stage(api: Any, version_id: int, stage_id: int) -> None:
-    await patch_json(api, f"/modelversion/{version_id}", {"stage_id": stage_id})
+@pytest.fixture(params=MODES)
+async def caller(
+    request: pytest.FixtureRequest, settings: Settings, mongo: Any
+) -> AsyncIterator[Caller]:
+    """The app with authentication off, then on (see `tests.auth_modes`)."""
+    async with serve_as(request.param, settings, mongo) as caller:
+        yield caller
 
 
-async def _model_events(api: Any, model_id: int) -> list[dict[str, Any]]:
-    page = await get_json(api, f"/model/{model_id}/history?limit=200")
+async def _stage(caller: Any, version_id: int, stage_id: int) -> None:
+    await patch_json(caller, f"/modelversion/{version_id}", {"stage_id": stage_id})
+
+
+async def _model_events(caller: Any, model_id: int) -> list[dict[str, Any]]:
+    page = await get_json(caller, f"/model/{model_id}/history?limit=200")
     assert page["total"] == len(page["data"])
     return list(page["data"])
 
@@ -67,34 +77,34 @@ def _replay(events: list[dict[str, Any]]) -> list[set[int]]:
     return after
 
 
-async def test_registration_is_recorded(api: TestClient) -> None:
-    ids = await lineage(api)
+async def test_registration_is_recorded(caller: Caller) -> None:
+    ids = await lineage(caller)
 
-    version_id = await register(api, ids["model_id"], ids["iteration_id"])
+    version_id = await register(caller, ids["model_id"], ids["iteration_id"])
 
-    [event] = await _model_events(api, ids["model_id"])
+    [event] = await _model_events(caller, ids["model_id"])
     assert set(event) == EVENT_FIELDS
     assert event["kind"] == "REGISTERED"
     assert (event["modelversion_id"], event["version"]) == (version_id, 1)
     assert (event["from_stage_id"], event["to_stage_id"]) == (None, NO_STAGE)
     assert (event["requested"], event["caused_by"]) == (True, None)
     assert event["model_id"] == ids["model_id"]
-    version = await get_json(api, f"/modelversion/{version_id}")
+    version = await get_json(caller, f"/modelversion/{version_id}")
     assert event["at"] == version["created_date"]
 
 
 async def test_promotion_over_an_incumbent_writes_two_linked_events(
-    api: TestClient,
+    caller: Caller,
 ) -> None:
-    ids = await lineage(api)
-    incumbent = await register(api, ids["model_id"], ids["iteration_id"])
-    challenger = await register(api, ids["model_id"], ids["iteration_id"])
-    await _stage(api, incumbent, PRODUCTION)
-    before = len(await _model_events(api, ids["model_id"]))
+    ids = await lineage(caller)
+    incumbent = await register(caller, ids["model_id"], ids["iteration_id"])
+    challenger = await register(caller, ids["model_id"], ids["iteration_id"])
+    await _stage(caller, incumbent, PRODUCTION)
+    before = len(await _model_events(caller, ids["model_id"]))
 
-    await _stage(api, challenger, PRODUCTION)
+    await _stage(caller, challenger, PRODUCTION)
 
-    events = (await _model_events(api, ids["model_id"]))[before:]
+    events = (await _model_events(caller, ids["model_id"]))[before:]
     archived, promoted = events
     assert _moves(events) == [
         ("STAGE_CHANGED", incumbent, PRODUCTION, ARCHIVED),
@@ -103,24 +113,24 @@ async def test_promotion_over_an_incumbent_writes_two_linked_events(
     assert (promoted["requested"], promoted["caused_by"]) == (True, None)
     assert (archived["requested"], archived["caused_by"]) == (False, promoted["id"])
     assert archived["at"] == promoted["at"]
-    version = await get_json(api, f"/modelversion/{incumbent}")
+    version = await get_json(caller, f"/modelversion/{incumbent}")
     assert version["updated_date"] == archived["at"]
 
 
 async def test_every_stage_change_is_recorded_and_no_ops_are_not(
-    api: TestClient,
+    caller: Caller,
 ) -> None:
-    ids = await lineage(api)
-    version_id = await register(api, ids["model_id"], ids["iteration_id"])
+    ids = await lineage(caller)
+    version_id = await register(caller, ids["model_id"], ids["iteration_id"])
 
-    await _stage(api, version_id, STAGING)
-    await _stage(api, version_id, STAGING)
-    await patch_json(api, f"/modelversion/{version_id}", {"description": "d"})
-    await _stage(api, version_id, PRODUCTION)
-    await _stage(api, version_id, ARCHIVED)
-    await _stage(api, version_id, PRODUCTION)
+    await _stage(caller, version_id, STAGING)
+    await _stage(caller, version_id, STAGING)
+    await patch_json(caller, f"/modelversion/{version_id}", {"description": "d"})
+    await _stage(caller, version_id, PRODUCTION)
+    await _stage(caller, version_id, ARCHIVED)
+    await _stage(caller, version_id, PRODUCTION)
 
-    assert _moves(await _model_events(api, ids["model_id"]))[1:] == [
+    assert _moves(await _model_events(caller, ids["model_id"]))[1:] == [
         ("STAGE_CHANGED", version_id, NO_STAGE, STAGING),
         ("STAGE_CHANGED", version_id, STAGING, PRODUCTION),
         ("STAGE_CHANGED", version_id, PRODUCTION, ARCHIVED),
@@ -128,30 +138,32 @@ async def test_every_stage_change_is_recorded_and_no_ops_are_not(
     ]
 
 
-async def test_deletion_is_recorded_in_the_models_history(api: TestClient) -> None:
-    ids = await lineage(api)
-    version_id = await register(api, ids["model_id"], ids["iteration_id"])
-    await _stage(api, version_id, PRODUCTION)
+async def test_deletion_is_recorded_in_the_models_history(caller: Caller) -> None:
+    ids = await lineage(caller)
+    version_id = await register(caller, ids["model_id"], ids["iteration_id"])
+    await _stage(caller, version_id, PRODUCTION)
 
-    await delete(api, f"/modelversion/{version_id}")
+    await delete(caller, f"/modelversion/{version_id}")
 
-    events = await _model_events(api, ids["model_id"])
+    events = await _model_events(caller, ids["model_id"])
     assert events[-1]["kind"] == "DELETED"
     assert (events[-1]["from_stage_id"], events[-1]["to_stage_id"]) == (
         PRODUCTION,
         None,
     )
-    await refused(api, "GET", f"/modelversion/{version_id}/history", 404, "NOT_FOUND")
+    await refused(
+        caller, "GET", f"/modelversion/{version_id}/history", 404, "NOT_FOUND"
+    )
 
 
-async def test_version_history_holds_only_its_own_events(api: TestClient) -> None:
-    ids = await lineage(api)
-    first = await register(api, ids["model_id"], ids["iteration_id"])
-    second = await register(api, ids["model_id"], ids["iteration_id"])
-    await _stage(api, first, PRODUCTION)
-    await _stage(api, second, PRODUCTION)
+async def test_version_history_holds_only_its_own_events(caller: Caller) -> None:
+    ids = await lineage(caller)
+    first = await register(caller, ids["model_id"], ids["iteration_id"])
+    second = await register(caller, ids["model_id"], ids["iteration_id"])
+    await _stage(caller, first, PRODUCTION)
+    await _stage(caller, second, PRODUCTION)
 
-    page = await get_json(api, f"/modelversion/{first}/history")
+    page = await get_json(caller, f"/modelversion/{first}/history")
 
     assert _moves(page["data"]) == [
         ("REGISTERED", first, None, NO_STAGE),
@@ -161,68 +173,72 @@ async def test_version_history_holds_only_its_own_events(api: TestClient) -> Non
     assert [event["requested"] for event in page["data"]] == [True, True, False]
 
 
-async def test_history_pages_oldest_first(api: TestClient) -> None:
-    ids = await lineage(api)
-    version_id = await register(api, ids["model_id"], ids["iteration_id"])
+async def test_history_pages_oldest_first(caller: Caller) -> None:
+    ids = await lineage(caller)
+    version_id = await register(caller, ids["model_id"], ids["iteration_id"])
     for stage in (STAGING, PRODUCTION, ARCHIVED, NO_STAGE):
-        await _stage(api, version_id, stage)
-    everything = await _model_events(api, ids["model_id"])
+        await _stage(caller, version_id, stage)
+    everything = await _model_events(caller, ids["model_id"])
 
-    page = await get_json(api, f"/model/{ids['model_id']}/history?limit=2&offset=2")
+    page = await get_json(caller, f"/model/{ids['model_id']}/history?limit=2&offset=2")
 
     assert page["data"] == everything[2:4]
     assert (page["total"], page["limit"], page["offset"]) == (5, 2, 2)
     assert [e["at"] for e in everything] == sorted(e["at"] for e in everything)
     bad = await refused(
-        api, "GET", f"/model/{ids['model_id']}/history?limit=x", 422, "INVALID_PAYLOAD"
+        caller,
+        "GET",
+        f"/model/{ids['model_id']}/history?limit=x",
+        422,
+        "INVALID_PAYLOAD",
     )
     assert bad.startswith("limit:")
 
 
 async def test_sequential_promotions_never_show_two_in_production(
-    api: TestClient,
+    caller: Caller,
 ) -> None:
-    ids = await lineage(api)
+    ids = await lineage(caller)
     versions = [
-        await register(api, ids["model_id"], ids["iteration_id"]) for _ in range(4)
+        await register(caller, ids["model_id"], ids["iteration_id"]) for _ in range(4)
     ]
 
     for version_id in [*versions, versions[0], versions[2]]:
-        await _stage(api, version_id, PRODUCTION)
+        await _stage(caller, version_id, PRODUCTION)
 
-    after = _replay(await _model_events(api, ids["model_id"]))
+    after = _replay(await _model_events(caller, ids["model_id"]))
     assert max(len(production) for production in after) == 1
     assert after[-1] == {versions[2]}
 
 
-async def test_model_history_of_missing_model_is_404(api: TestClient) -> None:
-    await refused(api, "GET", "/model/999/history", 404, "NOT_FOUND")
-    await refused(api, "GET", "/modelversion/999/history", 404, "NOT_FOUND")
+async def test_model_history_of_missing_model_is_404(caller: Caller) -> None:
+    await refused(caller, "GET", "/model/999/history", 404, "NOT_FOUND")
+    await refused(caller, "GET", "/modelversion/999/history", 404, "NOT_FOUND")
 
 
 async def test_model_delete_removes_its_history(
-    api: TestClient, mongo: Any, settings: Settings
+    caller: Caller, mongo: Any, settings: Settings
 ) -> None:
-    ids = await lineage(api)
-    kept = await make_model(api, ids["project_id"], "kept")
-    await register(api, kept, ids["iteration_id"])
-    await register(api, ids["model_id"], ids["iteration_id"])
+    ids = await lineage(caller)
+    kept = await make_model(caller, ids["project_id"], "kept")
+    await register(caller, kept, ids["iteration_id"])
+    await register(caller, ids["model_id"], ids["iteration_id"])
 
-    await delete(api, f"/model/{ids['model_id']}")
+    await delete(caller, f"/model/{ids['model_id']}")
 
     events = database(mongo, settings).modelversion_events
     assert await events.count_documents({"model_id": ids["model_id"]}) == 0
     assert await events.count_documents({"model_id": kept}) == 1
-    await refused(api, "GET", f"/model/{ids['model_id']}/history", 404, "NOT_FOUND")
+    await refused(caller, "GET", f"/model/{ids['model_id']}/history", 404, "NOT_FOUND")
 
 
 async def test_project_delete_removes_its_history(
-    api: TestClient, mongo: Any, settings: Settings
+    caller: Caller, mongo: Any, settings: Settings
 ) -> None:
-    ids = await lineage(api)
-    await register(api, ids["model_id"], ids["iteration_id"])
+    ids = await lineage(caller)
+    await register(caller, ids["model_id"], ids["iteration_id"])
 
-    await delete(api, f"/project/{ids['project_id']}")
+    await delete(caller, f"/project/{ids['project_id']}")
 
     events = database(mongo, settings).modelversion_events
     assert await events.count_documents({}) == 0
@@ -272,14 +288,14 @@ def test_production_after_reads_the_latest_production_event(
 # The client -------------------------------------------------------------------
 
 
-async def test_client_reads_model_and_version_history(api: TestClient) -> None:
-    ids = await lineage(api)
-    first = await register(api, ids["model_id"], ids["iteration_id"])
-    second = await register(api, ids["model_id"], ids["iteration_id"])
-    await _stage(api, first, PRODUCTION)
-    await _stage(api, second, PRODUCTION)
+async def test_client_reads_model_and_version_history(caller: Caller) -> None:
+    ids = await lineage(caller)
+    first = await register(caller, ids["model_id"], ids["iteration_id"])
+    second = await register(caller, ids["model_id"], ids["iteration_id"])
+    await _stage(caller, first, PRODUCTION)
+    await _stage(caller, second, PRODUCTION)
 
-    async with connect(str(api.make_url(""))) as client:
+    async with connect(url_of(caller), token=caller.token) as client:
         events = await client.get_model_history(ids["model_id"])
         page = await client.get_model_history(ids["model_id"], Pagination(2, 3))
         walked = [
@@ -302,13 +318,13 @@ async def test_client_reads_model_and_version_history(api: TestClient) -> None:
     assert missing == []
 
 
-async def test_sync_client_reads_history(api: TestClient) -> None:
-    ids = await lineage(api)
-    version_id = await register(api, ids["model_id"], ids["iteration_id"])
-    url = str(api.make_url(""))
+async def test_sync_client_reads_history(caller: Caller) -> None:
+    ids = await lineage(caller)
+    version_id = await register(caller, ids["model_id"], ids["iteration_id"])
+    url, token = url_of(caller), caller.token
 
     def read() -> tuple[int, int, int]:
-        with connect_sync(url) as client:
+        with connect_sync(url, token=token) as client:
             model = client.get_model_history(ids["model_id"])
             version = client.get_modelversion_history(version_id, Pagination())
             walked = list(client.iter_modelversion_history(version_id))

@@ -16,9 +16,10 @@ from app import keys
 from app.client import connect
 from app.indexes import load_specs
 from app.server import create_app
-from app.settings import Settings
+from app.settings import ConfigError, Settings, load_settings
 from app.web.routes import ROUTES
-from tests.conftest import USER_PASSWORD, Caller
+from tests.auth_modes import MODES, member_of, serve_as, url_of
+from tests.conftest import USER_PASSWORD, Caller, grant
 from tests.helpers import (
     database,
     get_json,
@@ -39,6 +40,15 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"bcrypt_rounds": 4})
 
 
+@pytest.fixture(params=MODES)
+async def caller(
+    request: pytest.FixtureRequest, settings: Settings, mongo: Any
+) -> AsyncIterator[Caller]:
+    """The app with authentication off, then on (see `tests.auth_modes`)."""
+    async with serve_as(request.param, settings, mongo) as caller:
+        yield caller
+
+
 async def _send(api: Any, method: str, path: str, key: str, **kwargs: Any) -> Any:
     headers = {KEY: key, **kwargs.pop("headers", {})}
     response = await api.request(method, path, headers=headers, **kwargs)
@@ -56,35 +66,35 @@ async def _models(api: TestClient, project_id: int) -> list[int]:
 
 
 async def test_repeat_with_the_same_key_replays_the_first_answer(
-    api: TestClient,
+    caller: Caller,
 ) -> None:
-    project_id = await make_project(api)
+    project_id = await make_project(caller)
     path = f"/model/project/{project_id}"
 
-    first, created = await _send(api, "POST", path, "k-1", json={"name": "clf"})
-    again, replayed = await _send(api, "POST", path, "k-1", json={"name": "clf"})
+    first, created = await _send(caller, "POST", path, "k-1", json={"name": "clf"})
+    again, replayed = await _send(caller, "POST", path, "k-1", json={"name": "clf"})
 
     assert (first.status, again.status) == (201, 201)
     assert replayed == created
     assert again.headers["Location"] == first.headers["Location"]
     assert again.headers["Idempotent-Replayed"] == "true"
     assert "Idempotent-Replayed" not in first.headers
-    assert await _models(api, project_id) == [created["model_id"]]
+    assert await _models(caller, project_id) == [created["model_id"]]
 
 
-async def test_replayed_patch_changes_nothing_again(api: TestClient) -> None:
-    ids = await lineage(api)
-    version_id = await register(api, ids["model_id"], ids["iteration_id"])
+async def test_replayed_patch_changes_nothing_again(caller: Caller) -> None:
+    ids = await lineage(caller)
+    version_id = await register(caller, ids["model_id"], ids["iteration_id"])
     path = f"/modelversion/{version_id}"
     promote = {"json": {"stage_id": PRODUCTION}}
-    await _send(api, "PATCH", path, "promote-1", **promote)
-    await patch_json(api, path, {"stage_id": 2})
+    await _send(caller, "PATCH", path, "promote-1", **promote)
+    await patch_json(caller, path, {"stage_id": 2})
 
-    again, body = await _send(api, "PATCH", path, "promote-1", **promote)
+    again, body = await _send(caller, "PATCH", path, "promote-1", **promote)
 
     assert (again.status, body) == (200, {"message": "UPDATED"})
     assert again.headers["Idempotent-Replayed"] == "true"
-    version = await get_json(api, path)
+    version = await get_json(caller, path)
     assert (version["stage_id"], version["revision"]) == (2, 3)
 
 
@@ -97,32 +107,34 @@ async def test_replayed_patch_changes_nothing_again(api: TestClient) -> None:
     ],
 )
 async def test_same_key_for_another_request_is_422(
-    api: TestClient, method: str, path: str, body: dict[str, Any]
+    caller: Caller, method: str, path: str, body: dict[str, Any]
 ) -> None:
-    ids = await lineage(api)
+    ids = await lineage(caller)
     first = f"/model/project/{ids['project_id']}"
-    _, created = await _send(api, "POST", first, "k-2", json={"name": "fresh"})
+    _, created = await _send(caller, "POST", first, "k-2", json={"name": "fresh"})
 
-    response, envelope = await _send(api, method, path.format(**ids), "k-2", json=body)
+    response, envelope = await _send(
+        caller, method, path.format(**ids), "k-2", json=body
+    )
 
     assert response.status == 422
     assert envelope["code"] == "IDEMPOTENCY_KEY_REUSED"
     assert envelope["message"].startswith("Idempotency-Key:")
-    models = await _models(api, ids["project_id"])
+    models = await _models(caller, ids["project_id"])
     assert models == [ids["model_id"], created["model_id"]]
-    assert (await get_json(api, f"/model/{ids['model_id']}"))["revision"] == 1
+    assert (await get_json(caller, f"/model/{ids['model_id']}"))["revision"] == 1
 
 
 async def test_a_refused_request_leaves_no_key_behind(
-    api: TestClient, mongo: Any, settings: Settings
+    caller: Caller, mongo: Any, settings: Settings
 ) -> None:
-    project_id = await make_project(api)
+    project_id = await make_project(caller)
     path = f"/model/project/{project_id}"
-    await post_json(api, path, {"name": "taken"})
+    await post_json(caller, path, {"name": "taken"})
 
-    refused, _ = await _send(api, "POST", path, "k-3", json={"name": "taken"})
+    refused, _ = await _send(caller, "POST", path, "k-3", json={"name": "taken"})
     keys_after_refusal = await _keys(mongo, settings)
-    fixed, _ = await _send(api, "POST", path, "k-3", json={"name": "free"})
+    fixed, _ = await _send(caller, "POST", path, "k-3", json={"name": "free"})
 
     assert (refused.status, fixed.status) == (409, 201)
     assert keys_after_refusal == []
@@ -130,12 +142,12 @@ async def test_a_refused_request_leaves_no_key_behind(
 
 
 async def test_an_invalid_body_claims_no_key(
-    api: TestClient, mongo: Any, settings: Settings
+    caller: Caller, mongo: Any, settings: Settings
 ) -> None:
-    project_id = await make_project(api)
+    project_id = await make_project(caller)
 
     response, _ = await _send(
-        api, "POST", f"/model/project/{project_id}", "k-4", json={"name": ""}
+        caller, "POST", f"/model/project/{project_id}", "k-4", json={"name": ""}
     )
 
     assert response.status == 422
@@ -143,11 +155,11 @@ async def test_an_invalid_body_claims_no_key(
 
 
 async def test_repeat_while_the_first_runs_is_409_with_retry_after(
-    api: TestClient,
+    caller: Caller,
 ) -> None:
-    project_id = await make_project(api)
+    project_id = await make_project(caller)
     path = f"/model/project/{project_id}"
-    models = api.app[keys.SERVICES].models
+    models = caller.api.app[keys.SERVICES].models
     release = asyncio.Event()
     create = models.create
 
@@ -156,13 +168,15 @@ async def test_repeat_while_the_first_runs_is_409_with_retry_after(
         return await create(*args)
 
     models.create = slow_create
-    first = asyncio.ensure_future(_send(api, "POST", path, "k-5", json={"name": "a"}))
+    first = asyncio.ensure_future(
+        _send(caller, "POST", path, "k-5", json={"name": "a"})
+    )
     await asyncio.sleep(0.05)
 
-    busy, envelope = await _send(api, "POST", path, "k-5", json={"name": "a"})
+    busy, envelope = await _send(caller, "POST", path, "k-5", json={"name": "a"})
     release.set()
     done, created = await first
-    later, replayed = await _send(api, "POST", path, "k-5", json={"name": "a"})
+    later, replayed = await _send(caller, "POST", path, "k-5", json={"name": "a"})
 
     assert busy.status == 409
     assert envelope["code"] == "IDEMPOTENCY_KEY_IN_FLIGHT"
@@ -171,23 +185,23 @@ async def test_repeat_while_the_first_runs_is_409_with_retry_after(
 
 
 async def test_twenty_concurrent_registrations_with_one_key_make_one_version(
-    api: TestClient,
+    caller: Caller,
 ) -> None:
-    ids = await lineage(api)
+    ids = await lineage(caller)
     path = f"/modelversion/model/{ids['model_id']}"
     body = {"iteration_id": ids["iteration_id"]}
 
     answers = await asyncio.gather(
-        *(_send(api, "POST", path, "register-once", json=body) for _ in range(20))
+        *(_send(caller, "POST", path, "register-once", json=body) for _ in range(20))
     )
-    retried, last = await _send(api, "POST", path, "register-once", json=body)
+    retried, last = await _send(caller, "POST", path, "register-once", json=body)
 
     statuses = [response.status for response, _ in answers]
     created = [payload for response, payload in answers if response.status == 201]
     assert set(statuses) <= {201, 409} and created, statuses
     assert all(payload == created[0] for payload in created)
     assert (retried.status, last) == (201, created[0])
-    page = await get_json(api, path)
+    page = await get_json(caller, path)
     assert [v["id"] for v in page["data"]] == [created[0]["modelversion_id"]]
 
 
@@ -221,20 +235,20 @@ async def test_answer_is_kept_for_the_configured_time(
 
 
 async def test_expired_key_is_claimed_afresh(
-    api: TestClient, mongo: Any, settings: Settings
+    caller: Caller, mongo: Any, settings: Settings
 ) -> None:
-    project_id = await make_project(api)
+    project_id = await make_project(caller)
     path = f"/model/project/{project_id}"
-    await _send(api, "POST", path, "k-7", json={"name": "first"})
+    await _send(caller, "POST", path, "k-7", json={"name": "first"})
     past = datetime.now(UTC) - timedelta(seconds=1)
     await database(mongo, settings).idempotency_keys.update_many(
         {}, {"$set": {"expires_at": past}}
     )
 
-    response, _ = await _send(api, "POST", path, "k-7", json={"name": "second"})
+    response, _ = await _send(caller, "POST", path, "k-7", json={"name": "second"})
 
     assert response.status == 201
-    assert len(await _models(api, project_id)) == 2
+    assert len(await _models(caller, project_id)) == 2
 
 
 def test_keys_expire_through_a_ttl_index() -> None:
@@ -258,9 +272,9 @@ async def test_a_key_that_is_not_printable_ascii_is_422(
 
 
 async def test_writes_without_a_key_store_none(
-    api: TestClient, mongo: Any, settings: Settings
+    caller: Caller, mongo: Any, settings: Settings
 ) -> None:
-    await lineage(api)
+    await lineage(caller)
 
     assert await _keys(mongo, settings) == []
 
@@ -431,11 +445,12 @@ _RECORDS = (
 # A retry after the connection dropped ----------------------------------------
 
 
-@pytest.fixture
-async def dropping_api(
-    settings: Settings, mongo: Any
-) -> AsyncIterator[tuple[TestClient, list[str]]]:
-    """The app, dropping the connection after the first keyed write."""
+@pytest.fixture(params=MODES)
+async def dropping(
+    request: pytest.FixtureRequest, settings: Settings, mongo: Any
+) -> AsyncIterator[tuple[Caller, list[str]]]:
+    """The app, dropping the connection after the first keyed write has
+    run, its answer unsent; and the keys of the writes dropped."""
     dropped: list[str] = []
 
     @web.middleware
@@ -447,35 +462,36 @@ async def dropping_api(
             request.transport.close()
         return response
 
-    app = create_app(settings, client=mongo)
-    app.middlewares.insert(0, drop_first_answer)
-    async with TestClient(TestServer(app)) as api:
-        yield api, dropped
+    mode = request.param
+    async with serve_as(mode, settings, mongo, [drop_first_answer]) as caller:
+        yield caller, dropped
 
 
 async def test_retry_after_the_connection_dropped_after_commit_replays(
-    dropping_api: tuple[TestClient, list[str]],
+    dropping: tuple[Caller, list[str]], mongo: Any, settings: Settings
 ) -> None:
-    api, dropped = dropping_api
-    project_id = await make_project(api)
+    caller, dropped = dropping
+    project_id = await make_project(caller)
 
-    async with connect(str(api.make_url(""))) as client:
+    async with connect(url_of(caller), token=caller.token) as client:
         model_id = await client.create_model(project_id, "clf")
 
     assert dropped and dropped[0]
-    assert await _models(api, project_id) == [model_id]
+    assert await _models(caller, project_id) == [model_id]
+    [stored] = await _keys(mongo, settings)
+    assert stored["_id"].endswith(f":{dropped[0]}") and stored["state"] == "done"
 
 
 @pytest.mark.parametrize("source", ["bytes", "stream"])
 async def test_upload_retried_after_a_dropped_connection_stores_one_resource(
-    dropping_api: tuple[TestClient, list[str]], source: str
+    dropping: tuple[Caller, list[str]], source: str
 ) -> None:
-    api, dropped = dropping_api
-    ids = await lineage(api)
+    caller, dropped = dropping
+    ids = await lineage(caller)
     data = b"weights" * 10_000
     upload = data if source == "bytes" else io.BytesIO(data)
 
-    async with connect(str(api.make_url(""))) as client:
+    async with connect(url_of(caller), token=caller.token) as client:
         resource_id = await client.create_resource(ids["experiment_id"], "w", upload)
         listed = await client.get_resources(ids["experiment_id"])
         stored = io.BytesIO()
@@ -500,3 +516,129 @@ async def test_passwords_are_left_out_of_the_fingerprint(
     assert (created.status, again.status, replayed) == (201, 201, body)
     assert renamed.status == 422
     assert len(await _keys(mongo, settings)) == 1
+
+
+# Failed requests, users and configuration ----------------------------------
+
+
+async def _refusals(caller: Caller) -> list[tuple[str, str, dict[str, Any], int]]:
+    """Keyed writes the API refuses with a 4xx: method, path, arguments,
+    status. Each is refused for a reason its body does not carry."""
+    ids = await lineage(caller)
+    version_id = await register(caller, ids["model_id"], ids["iteration_id"])
+    version = f"/modelversion/{version_id}"
+    stale = {"If-Match": f'"{version_id}-99"'}
+    return [
+        ("PATCH", "/modelversion/999", {"json": {"description": "d"}}, 404),
+        ("PATCH", version, {"json": {"description": "d"}, "headers": stale}, 412),
+        (
+            "POST",
+            f"/model/project/{ids['project_id']}",
+            {"json": {"name": "clf"}},  # the name lineage() took
+            409,
+        ),
+        (
+            "POST",
+            f"/modelversion/model/{ids['model_id']}",
+            {"json": {"iteration_id": 999}},
+            422,
+        ),
+    ]
+
+
+async def test_no_refused_request_leaves_its_key_behind(
+    caller: Caller, mongo: Any, settings: Settings
+) -> None:
+    refusals = await _refusals(caller)
+
+    for number, (method, path, arguments, status) in enumerate(refusals):
+        response, envelope = await _send(
+            caller, method, path, f"k-{number}", **arguments
+        )
+        assert response.status == status, envelope
+
+    assert await _keys(mongo, settings) == []
+
+
+async def test_a_key_freed_by_a_refusal_carries_the_corrected_request(
+    caller: Caller,
+) -> None:
+    ids = await lineage(caller)
+    path = f"/modelversion/model/{ids['model_id']}"
+
+    refused, _ = await _send(caller, "POST", path, "k", json={"iteration_id": 999})
+    fixed, created = await _send(
+        caller, "POST", path, "k", json={"iteration_id": ids["iteration_id"]}
+    )
+    again, replayed = await _send(
+        caller, "POST", path, "k", json={"iteration_id": ids["iteration_id"]}
+    )
+
+    assert (refused.status, fixed.status, again.status) == (422, 201, 201)
+    assert "Idempotent-Replayed" not in fixed.headers
+    assert again.headers["Idempotent-Replayed"] == "true" and replayed == created
+
+
+async def test_a_forbidden_write_leaves_no_key_behind(
+    admin: Caller, make_user: Any, mongo: Any, auth_settings: Settings
+) -> None:
+    ids = await lineage(admin)
+    reader = await make_user("reader", {ids["project_id"]: "r"})
+    path = f"/model/{ids['model_id']}"
+
+    forbidden, envelope = await _send(
+        reader, "PATCH", path, "k", json={"description": "d"}
+    )
+    permission = await get_json(
+        admin, f"/userpermission/user/{reader.user_id}/project/{ids['project_id']}"
+    )
+    await patch_json(
+        admin, f"/userpermission/{permission['id']}", {"update_permission": True}
+    )
+    allowed, _ = await _send(reader, "PATCH", path, "k", json={"description": "d"})
+
+    assert (forbidden.status, envelope["code"]) == (403, "PROJECT_PERMISSION_REQUIRED")
+    assert allowed.status == 200 and "Idempotent-Replayed" not in allowed.headers
+    [stored] = await _keys(mongo, auth_settings)
+    assert stored["user_id"] == reader.user_id
+
+
+async def test_one_key_from_two_users_makes_two_versions(
+    auth_api: Any, admin: Caller, mongo: Any, auth_settings: Settings
+) -> None:
+    ids = await lineage(admin)
+    path = f"/modelversion/model/{ids['model_id']}"
+    body = {"iteration_id": ids["iteration_id"]}
+    alice = await member_of(auth_api, admin, "alice")
+    bob = await member_of(auth_api, admin, "bob")
+    for member in (alice, bob):
+        await grant(admin, int(member.user_id or 0), ids["project_id"], "rc")
+
+    answers = [
+        await _send(member, "POST", path, "shared-key", json=body)
+        for member in (alice, bob, alice, bob)
+    ]
+
+    statuses = [response.status for response, _ in answers]
+    replayed = [response.headers.get("Idempotent-Replayed") for response, _ in answers]
+    created = [payload["modelversion_id"] for _, payload in answers]
+    assert statuses == [201] * 4
+    assert replayed == [None, None, "true", "true"]
+    assert created[0] != created[1] and created[2:] == created[:2]
+    page = await get_json(admin, path)
+    assert [v["version"] for v in page["data"]] == [1, 2]
+    owners = sorted(key["user_id"] for key in await _keys(mongo, auth_settings))
+    assert owners == sorted([alice.user_id, bob.user_id])
+
+
+def test_the_key_lifetime_is_read_from_the_environment() -> None:
+    variable = "DEARDIARY_IDEMPOTENCY_TTL_SECONDS"
+
+    default = load_settings({})
+    configured = load_settings({variable: "3600"})
+
+    assert default.idempotency_ttl_seconds == 24 * 3600
+    assert configured.idempotency_ttl_seconds == 3600
+    for bad in ("0", "59", "soon"):
+        with pytest.raises(ConfigError, match=variable):
+            load_settings({variable: bad})

@@ -4,21 +4,23 @@ with real transactions and write conflicts, and on one without them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from app import keys
 from app.client import connect
 from app.embedded import EmbeddedStore
 from app.mongo import open_client
-from app.server import create_app
 from app.services.history import History
 from app.services.idempotency import IdempotencyLedger
 from app.settings import Settings
+from tests.auth_modes import AUTH_ON, MODES, Member, member_of, serve_as, url_of
+from tests.conftest import Caller, grant
 from tests.helpers import lineage, make_project, register
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -32,7 +34,7 @@ async def _json(response: Any) -> Any:
     return response.status, body
 
 
-async def _promote(api: TestClient, version_id: int, **headers: str) -> int:
+async def _promote(api: Caller, version_id: int, **headers: str) -> int:
     response = await api.patch(
         f"/modelversion/{version_id}", json={"stage_id": PRODUCTION}, headers=headers
     )
@@ -40,13 +42,13 @@ async def _promote(api: TestClient, version_id: int, **headers: str) -> int:
     return response.status
 
 
-async def _events(api: TestClient, model_id: int) -> list[dict[str, Any]]:
+async def _events(api: Caller, model_id: int) -> list[dict[str, Any]]:
     status, page = await _json(await api.get(f"/model/{model_id}/history?limit=200"))
     assert status == 200, page
     return list(page["data"])
 
 
-async def _version(api: TestClient, version_id: int) -> dict[str, Any]:
+async def _version(api: Caller, version_id: int) -> dict[str, Any]:
     status, body = await _json(await api.get(f"/modelversion/{version_id}"))
     assert status == 200, body
     return dict(body)
@@ -62,46 +64,87 @@ def _most_in_production(events: list[dict[str, Any]]) -> int:
     return most
 
 
-async def _database(api: TestClient) -> Any:
-    return api.app[keys.MONGO_CLIENT][api.app[keys.SETTINGS].db_name]
+@contextlib.asynccontextmanager
+async def _served(
+    store: EmbeddedStore, mode: str, middlewares: Sequence[Any] = ()
+) -> AsyncIterator[Caller]:
+    """The app in ``mode`` on a fresh database of ``store``, dropped after."""
+    settings = Settings(mongo_uri=store.uri, db_name=f"it_features_{uuid.uuid4().hex}")
+    mongo = open_client(store.uri, timeout_ms=5000)
+    try:
+        async with serve_as(mode, settings, mongo, middlewares) as caller:
+            yield caller
+    finally:
+        await mongo.drop_database(settings.db_name)
+        mongo.close()
+
+
+@pytest.fixture(params=MODES)
+async def real(
+    request: pytest.FixtureRequest, secantus: EmbeddedStore
+) -> AsyncIterator[Caller]:
+    """The app on SecantusDB, with transactions; auth off, then on."""
+    async with _served(secantus, request.param) as caller:
+        yield caller
+
+
+@pytest.fixture(params=MODES)
+async def standalone(
+    request: pytest.FixtureRequest, secantus_standalone: EmbeddedStore
+) -> AsyncIterator[Caller]:
+    """The app on a SecantusDB server without transactions."""
+    async with _served(secantus_standalone, request.param) as caller:
+        yield caller
+
+
+async def _database(api: Caller) -> Any:
+    app = api.api.app
+    return app[keys.MONGO_CLIENT][app[keys.SETTINGS].db_name]
 
 
 # History ---------------------------------------------------------------
 
 
 async def test_promotion_over_an_incumbent_writes_two_linked_events(
-    real_api: TestClient,
+    real: Caller,
 ) -> None:
-    ids = await lineage(real_api)
-    incumbent = await register(real_api, ids["model_id"], ids["iteration_id"])
-    challenger = await register(real_api, ids["model_id"], ids["iteration_id"])
-    await _promote(real_api, incumbent)
+    ids = await lineage(real)
+    incumbent = await register(real, ids["model_id"], ids["iteration_id"])
+    challenger = await register(real, ids["model_id"], ids["iteration_id"])
+    await _promote(real, incumbent)
+    before = len(await _events(real, ids["model_id"]))
 
-    assert await _promote(real_api, challenger) == 200
+    assert await _promote(real, challenger) == 200
 
-    archived, promoted = (await _events(real_api, ids["model_id"]))[-2:]
-    assert (archived["modelversion_id"], archived["to_stage_id"]) == (
+    events = (await _events(real, ids["model_id"]))[before:]
+    archived, promoted = events  # exactly two
+    assert (archived["modelversion_id"], archived["from_stage_id"]) == (
         incumbent,
-        ARCHIVED,
+        PRODUCTION,
     )
+    assert archived["to_stage_id"] == ARCHIVED
     assert (promoted["modelversion_id"], promoted["to_stage_id"]) == (
         challenger,
         PRODUCTION,
     )
+    assert (promoted["requested"], promoted["caused_by"]) == (True, None)
     assert (archived["requested"], archived["caused_by"]) == (False, promoted["id"])
+    assert archived["at"] == promoted["at"]
+    assert archived["user_id"] == promoted["user_id"]
+    assert (await _version(real, incumbent))["stage_id"] == ARCHIVED
 
 
 async def test_failure_inside_the_transaction_leaves_neither_change_nor_events(
-    real_api: TestClient, monkeypatch: pytest.MonkeyPatch
+    real: Caller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ids = await lineage(real_api)
-    incumbent = await register(real_api, ids["model_id"], ids["iteration_id"])
-    challenger = await register(real_api, ids["model_id"], ids["iteration_id"])
-    await _promote(real_api, incumbent)
+    ids = await lineage(real)
+    incumbent = await register(real, ids["model_id"], ids["iteration_id"])
+    challenger = await register(real, ids["model_id"], ids["iteration_id"])
+    await _promote(real, incumbent)
     before = (
-        await _events(real_api, ids["model_id"]),
-        await _version(real_api, incumbent),
-        await _version(real_api, challenger),
+        await _events(real, ids["model_id"]),
+        await _version(real, incumbent),
+        await _version(real, challenger),
     )
     record = History.record
 
@@ -110,31 +153,59 @@ async def test_failure_inside_the_transaction_leaves_neither_change_nor_events(
         raise RuntimeError("injected after the events were written")
 
     monkeypatch.setattr(History, "record", record_then_fail)
-    status = await _promote(real_api, challenger)
+    status = await _promote(real, challenger)
     monkeypatch.undo()
 
     assert status == 500
     after = (
-        await _events(real_api, ids["model_id"]),
-        await _version(real_api, incumbent),
-        await _version(real_api, challenger),
+        await _events(real, ids["model_id"]),
+        await _version(real, incumbent),
+        await _version(real, challenger),
     )
     assert after == before
 
 
-async def test_racing_promotions_never_show_two_versions_in_production(
-    real_api: TestClient,
+async def test_failed_registration_leaves_no_version_event_or_number(
+    real: Caller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ids = await lineage(real_api)
+    ids = await lineage(real)
+    await register(real, ids["model_id"], ids["iteration_id"])
+    record = History.record
+
+    async def record_then_fail(self: History, *args: Any) -> None:
+        await record(self, *args)
+        raise RuntimeError("injected after the event was written")
+
+    monkeypatch.setattr(History, "record", record_then_fail)
+    response = await real.post(
+        f"/modelversion/model/{ids['model_id']}",
+        json={"iteration_id": ids["iteration_id"]},
+    )
+    monkeypatch.undo()
+    after = await register(real, ids["model_id"], ids["iteration_id"])
+
+    assert response.status == 500
+    events = await _events(real, ids["model_id"])
+    assert [(e["kind"], e["version"]) for e in events] == [
+        ("REGISTERED", 1),
+        ("REGISTERED", 2),
+    ]
+    assert (await _version(real, after))["version"] == 2
+
+
+async def test_racing_promotions_never_show_two_versions_in_production(
+    real: Caller,
+) -> None:
+    ids = await lineage(real)
     versions = [
-        await register(real_api, ids["model_id"], ids["iteration_id"]) for _ in range(8)
+        await register(real, ids["model_id"], ids["iteration_id"]) for _ in range(8)
     ]
 
     for _ in range(4):
-        statuses = await asyncio.gather(*(_promote(real_api, v) for v in versions))
+        statuses = await asyncio.gather(*(_promote(real, v) for v in versions))
         assert statuses == [200] * 8
 
-    events = await _events(real_api, ids["model_id"])
+    events = await _events(real, ids["model_id"])
     assert _most_in_production(events) == 1
     by_id = {event["id"]: event for event in events}
     for event in events:
@@ -142,28 +213,43 @@ async def test_racing_promotions_never_show_two_versions_in_production(
             cause = by_id[event["caused_by"]]
             assert (cause["to_stage_id"], cause["at"]) == (PRODUCTION, event["at"])
     assert [e["at"] for e in events] == sorted(e["at"] for e in events)
-    status, now = await _json(
-        await real_api.get(f"/model/{ids['model_id']}/production")
-    )
+    status, now = await _json(await real.get(f"/model/{ids['model_id']}/production"))
     assert status == 200 and now["id"] == events[-1]["modelversion_id"]
+    for moment, expected in _production_by_moment(events).items():
+        path = f"/model/{ids['model_id']}/production?at={moment}"
+        status, then = await _json(await real.get(path))
+        assert (status, then.get("id")) == (200, expected), moment
+
+
+def _production_by_moment(events: list[dict[str, Any]]) -> dict[str, int]:
+    """The one version in PRODUCTION after each moment of ``events``
+    (replayed in order), for the moments after which there is one."""
+    stages: dict[int, Any] = {}
+    after: dict[str, int | None] = {}
+    for event in events:
+        stages[event["modelversion_id"]] = event["to_stage_id"]
+        serving = [v for v, stage in stages.items() if stage == PRODUCTION]
+        assert len(serving) <= 1, (event, serving)
+        after[event["at"]] = serving[0] if serving else None
+    return {moment: v for moment, v in after.items() if v is not None}
 
 
 async def test_production_at_each_moment_matches_the_history(
-    real_api: TestClient,
+    real: Caller,
 ) -> None:
-    ids = await lineage(real_api)
+    ids = await lineage(real)
     versions = [
-        await register(real_api, ids["model_id"], ids["iteration_id"]) for _ in range(3)
+        await register(real, ids["model_id"], ids["iteration_id"]) for _ in range(3)
     ]
     for version_id in [*versions, versions[0]]:
         await asyncio.sleep(0.003)
-        await _promote(real_api, version_id)
-    events = await _events(real_api, ids["model_id"])
+        await _promote(real, version_id)
+    events = await _events(real, ids["model_id"])
     promotions = [e for e in events if e["to_stage_id"] == PRODUCTION]
 
     for event in promotions:
         path = f"/model/{ids['model_id']}/production?at={event['at']}"
-        status, version = await _json(await real_api.get(path))
+        status, version = await _json(await real.get(path))
         assert status == 200, version
         assert version["id"] == event["modelversion_id"]
 
@@ -171,16 +257,33 @@ async def test_production_at_each_moment_matches_the_history(
 # If-Match ----------------------------------------------------------------
 
 
-async def test_concurrent_patches_with_one_etag_one_wins(real_api: TestClient) -> None:
-    ids = await lineage(real_api)
-    version_id = await register(real_api, ids["model_id"], ids["iteration_id"])
-    path = f"/modelversion/{version_id}"
+@pytest.mark.parametrize("kind", ["model", "modelversion"])
+async def test_concurrent_patches_with_one_etag_one_wins(
+    real: Caller, kind: str
+) -> None:
+    await _race_patches(real, kind)
+
+
+@pytest.mark.parametrize("kind", ["model", "modelversion"])
+async def test_concurrent_patches_with_one_etag_one_wins_without_transactions(
+    standalone: Caller, kind: str
+) -> None:
+    # Without a transaction to serialize them, only the compare-and-set in
+    # the write itself can refuse the second.
+    await _race_patches(standalone, kind)
+
+
+async def _race_patches(api: Caller, kind: str) -> None:
+    """Two PATCHes with one ETag, five times: one 200 and one 412 each."""
+    ids = await lineage(api)
+    ids["modelversion_id"] = await register(api, ids["model_id"], ids["iteration_id"])
+    path = f"/{kind}/{ids[f'{kind}_id']}"
 
     for round_ in range(5):
-        etag = (await real_api.get(path)).headers["ETag"]
+        etag = (await api.get(path)).headers["ETag"]
 
         async def patch(text: str, etag: str = etag) -> int:
-            response = await real_api.patch(
+            response = await api.patch(
                 path, json={"description": text}, headers={"If-Match": etag}
             )
             await response.read()
@@ -189,55 +292,100 @@ async def test_concurrent_patches_with_one_etag_one_wins(real_api: TestClient) -
         statuses = await asyncio.gather(patch(f"a{round_}"), patch(f"b{round_}"))
 
         assert sorted(statuses) == [200, 412], (round_, statuses)
-    assert (await _version(real_api, version_id))["revision"] == 6
+    status, body = await _json(await api.get(path))
+    assert (status, body["revision"]) == (200, 6)
 
 
 async def test_auto_archived_version_refuses_the_etag_read_before(
-    real_api: TestClient,
+    real: Caller,
 ) -> None:
-    ids = await lineage(real_api)
-    incumbent = await register(real_api, ids["model_id"], ids["iteration_id"])
-    challenger = await register(real_api, ids["model_id"], ids["iteration_id"])
-    await _promote(real_api, incumbent)
-    read_before = (await real_api.get(f"/modelversion/{incumbent}")).headers["ETag"]
-    await _promote(real_api, challenger)
+    ids = await lineage(real)
+    incumbent = await register(real, ids["model_id"], ids["iteration_id"])
+    challenger = await register(real, ids["model_id"], ids["iteration_id"])
+    await _promote(real, incumbent)
+    read_before = (await real.get(f"/modelversion/{incumbent}")).headers["ETag"]
+    await _promote(real, challenger)
 
-    status = await _promote(real_api, incumbent, **{"If-Match": read_before})
+    status = await _promote(real, incumbent, **{"If-Match": read_before})
 
     assert status == 412
-    assert (await _version(real_api, challenger))["stage_id"] == PRODUCTION
+    assert (await _version(real, challenger))["stage_id"] == PRODUCTION
 
 
 # Idempotency keys ------------------------------------------------------------
 
 
 async def test_twenty_concurrent_registrations_with_one_key_make_one_version(
-    real_api: TestClient,
+    real: Caller,
 ) -> None:
-    ids = await lineage(real_api)
+    ids = await lineage(real)
     path = f"/modelversion/model/{ids['model_id']}"
     body = {"iteration_id": ids["iteration_id"]}
 
-    async def send() -> tuple[int, Any]:
-        return await _json(
-            await real_api.post(path, json=body, headers={KEY: "register-once"})
-        )
+    async def send() -> tuple[int, Any, str | None]:
+        response = await real.post(path, json=body, headers={KEY: "register-once"})
+        status, answer = await _json(response)
+        return status, answer, response.headers.get("Retry-After")
 
     answers = await asyncio.gather(*(send() for _ in range(20)))
     retried = await send()
 
-    created = [body for status, body in answers if status == 201]
-    assert {status for status, _ in answers} <= {201, 409} and created, answers
+    created = [body for status, body, _ in answers if status == 201]
+    busy = [(body["code"], wait) for status, body, wait in answers if status == 409]
+    assert len(created) + len(busy) == 20 and created, answers
+    assert set(busy) <= {("IDEMPOTENCY_KEY_IN_FLIGHT", "1")}, busy
     assert all(body == created[0] for body in created)
-    assert retried == (201, created[0])
-    _, page = await _json(await real_api.get(path))
+    assert retried[:2] == (201, created[0])
+    _, page = await _json(await real.get(path))
     assert [v["version"] for v in page["data"]] == [1]
+    events = await _events(real, ids["model_id"])
+    assert [event["kind"] for event in events] == ["REGISTERED"]
+
+
+async def test_one_key_from_two_users_at_once_makes_two_versions(
+    secantus: EmbeddedStore,
+) -> None:
+    async with _served(secantus, AUTH_ON) as alice:
+        assert isinstance(alice, Member)
+        bob = await member_of(alice.api, alice.admin, "bob")
+        ids = await lineage(alice)
+        await grant(alice.admin, int(bob.user_id or 0), ids["project_id"], "rc")
+        path = f"/modelversion/model/{ids['model_id']}"
+        body = {"iteration_id": ids["iteration_id"]}
+
+        async def send(member: Caller) -> tuple[int, Any]:
+            return await _json(
+                await member.post(path, json=body, headers={KEY: "shared"})
+            )
+
+        answers = await asyncio.gather(*(send(m) for m in (alice, bob) * 3))
+
+        by_user: dict[int, set[int]] = {}
+        for member, (status, answer) in zip((alice, bob) * 3, answers, strict=True):
+            assert status in (201, 409), answer
+            if status == 201:
+                ids_seen = by_user.setdefault(int(member.user_id or 0), set())
+                ids_seen.add(answer["modelversion_id"])
+        assert sorted(len(seen) for seen in by_user.values()) == [1, 1]
+        _, page = await _json(await alice.get(path))
+        assert [v["version"] for v in page["data"]] == [1, 2]
+
+
+async def test_keys_expire_through_the_ttl_index_on_the_database(
+    real: Caller,
+) -> None:
+    db = await _database(real)
+
+    indexes = await db.idempotency_keys.index_information()
+
+    assert indexes["expires_ttl"]["key"] == [("expires_at", 1)]
+    assert indexes["expires_ttl"]["expireAfterSeconds"] == 0
 
 
 async def test_an_answer_that_cannot_be_stored_undoes_the_change(
-    real_api: TestClient, monkeypatch: pytest.MonkeyPatch
+    real: Caller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project_id = await make_project(real_api)
+    project_id = await make_project(real)
     path = f"/model/project/{project_id}"
     complete = IdempotencyLedger.complete
 
@@ -248,22 +396,22 @@ async def test_an_answer_that_cannot_be_stored_undoes_the_change(
         raise RuntimeError("injected after the answer was stored")
 
     monkeypatch.setattr(IdempotencyLedger, "complete", complete_then_fail)
-    response = await real_api.post(path, json={"name": "clf"}, headers={KEY: "k"})
+    response = await real.post(path, json={"name": "clf"}, headers={KEY: "k"})
     monkeypatch.undo()
 
     assert response.status == 500
-    _, page = await _json(await real_api.get(path))
+    _, page = await _json(await real.get(path))
     assert page["data"] == []
-    db = await _database(real_api)
+    db = await _database(real)
     assert await db.idempotency_keys.count_documents({}) == 0
 
 
-@pytest.fixture
-async def dropping_api(secantus: EmbeddedStore) -> AsyncIterator[TestClient]:
+@pytest.fixture(params=MODES)
+async def dropping(
+    request: pytest.FixtureRequest, secantus: EmbeddedStore
+) -> AsyncIterator[Caller]:
     """The app on SecantusDB, dropping the connection after the first keyed
-    write has committed."""
-    settings = Settings(mongo_uri=secantus.uri, db_name="it_features_dropping")
-    mongo = open_client(secantus.uri, timeout_ms=5000)
+    write has committed, its answer unsent."""
     dropped: list[bool] = []
 
     @web.middleware
@@ -275,23 +423,17 @@ async def dropping_api(secantus: EmbeddedStore) -> AsyncIterator[TestClient]:
             request.transport.close()
         return response
 
-    app = create_app(settings, client=mongo)
-    app.middlewares.insert(0, drop_first_answer)
-    try:
-        async with TestClient(TestServer(app)) as api:
-            yield api
-        assert dropped == [True]
-    finally:
-        await mongo.drop_database(settings.db_name)
-        mongo.close()
+    async with _served(secantus, request.param, [drop_first_answer]) as caller:
+        yield caller
+    assert dropped == [True]
 
 
 async def test_retry_after_the_connection_dropped_after_commit_replays(
-    dropping_api: TestClient,
+    dropping: Caller,
 ) -> None:
-    ids = await lineage(dropping_api)
+    ids = await lineage(dropping)
 
-    async with connect(str(dropping_api.make_url(""))) as client:
+    async with connect(url_of(dropping), token=dropping.token) as client:
         version_id = await client.create_modelversion(
             ids["model_id"], ids["iteration_id"]
         )
@@ -304,9 +446,9 @@ async def test_retry_after_the_connection_dropped_after_commit_replays(
 
 
 async def test_every_feature_works_without_transactions(
-    standalone_api: TestClient,
+    standalone: Caller,
 ) -> None:
-    api = standalone_api
+    api = standalone
     ids = await lineage(api)
     first = await register(api, ids["model_id"], ids["iteration_id"])
     second = await register(api, ids["model_id"], ids["iteration_id"])
