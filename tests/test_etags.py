@@ -4,14 +4,16 @@ PATCH and DELETE as one compare-and-set."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from app import keys
 from app.client import ClientError, connect
 from app.settings import Settings
+from tests.auth_modes import MODES, serve_as, url_of
 from tests.conftest import Caller
 from tests.helpers import (
     contents,
@@ -33,6 +35,15 @@ PRODUCTION = 3
 def settings(settings: Settings) -> Settings:
     """The test settings with a cheap bcrypt cost: every world has a user."""
     return settings.model_copy(update={"bcrypt_rounds": 4})
+
+
+@pytest.fixture(params=MODES)
+async def caller(
+    request: pytest.FixtureRequest, settings: Settings, mongo: Any
+) -> AsyncIterator[Caller]:
+    """The app with authentication off, then on (see `tests.auth_modes`)."""
+    async with serve_as(request.param, settings, mongo) as caller:
+        yield caller
 
 
 async def _world(api: TestClient) -> dict[str, int]:
@@ -243,9 +254,9 @@ async def test_if_match_lists_and_star_match_an_existing_record(
     assert (listed.status, star.status, missing.status) == (200, 200, 404)
 
 
-async def test_stale_etag_on_a_missing_record_is_404(api: TestClient) -> None:
+async def test_stale_etag_on_a_missing_record_is_404(caller: Caller) -> None:
     await refused(
-        api,
+        caller,
         "PATCH",
         "/model/999",
         404,
@@ -267,18 +278,18 @@ async def test_if_none_match_on_a_record_is_304(api: TestClient) -> None:
 
 
 async def test_auto_archived_version_refuses_the_etag_read_before(
-    api: TestClient,
+    caller: Caller,
 ) -> None:
-    ids = await lineage(api)
-    incumbent = await register(api, ids["model_id"], ids["iteration_id"])
-    challenger = await register(api, ids["model_id"], ids["iteration_id"])
-    await patch_json(api, f"/modelversion/{incumbent}", {"stage_id": PRODUCTION})
-    read_before = await _etag(api, f"/modelversion/{incumbent}")
+    ids = await lineage(caller)
+    incumbent = await register(caller, ids["model_id"], ids["iteration_id"])
+    challenger = await register(caller, ids["model_id"], ids["iteration_id"])
+    await patch_json(caller, f"/modelversion/{incumbent}", {"stage_id": PRODUCTION})
+    read_before = await _etag(caller, f"/modelversion/{incumbent}")
 
-    await patch_json(api, f"/modelversion/{challenger}", {"stage_id": PRODUCTION})
+    await patch_json(caller, f"/modelversion/{challenger}", {"stage_id": PRODUCTION})
 
     await refused(
-        api,
+        caller,
         "PATCH",
         f"/modelversion/{incumbent}",
         412,
@@ -286,22 +297,22 @@ async def test_auto_archived_version_refuses_the_etag_read_before(
         json={"description": "still serving?"},
         headers={"If-Match": read_before},
     )
-    assert (await get_json(api, f"/modelversion/{incumbent}"))["revision"] == 3
+    assert (await get_json(caller, f"/modelversion/{incumbent}"))["revision"] == 3
 
 
 async def test_promotion_with_a_stale_etag_changes_nothing(
-    api: TestClient, mongo: Any, settings: Settings
+    caller: Caller, mongo: Any, settings: Settings
 ) -> None:
-    ids = await lineage(api)
-    incumbent = await register(api, ids["model_id"], ids["iteration_id"])
-    challenger = await register(api, ids["model_id"], ids["iteration_id"])
-    await patch_json(api, f"/modelversion/{incumbent}", {"stage_id": PRODUCTION})
-    stale = await _etag(api, f"/modelversion/{challenger}")
-    await patch_json(api, f"/modelversion/{challenger}", {"description": "d"})
+    ids = await lineage(caller)
+    incumbent = await register(caller, ids["model_id"], ids["iteration_id"])
+    challenger = await register(caller, ids["model_id"], ids["iteration_id"])
+    await patch_json(caller, f"/modelversion/{incumbent}", {"stage_id": PRODUCTION})
+    stale = await _etag(caller, f"/modelversion/{challenger}")
+    await patch_json(caller, f"/modelversion/{challenger}", {"description": "d"})
     before = await contents(database(mongo, settings))
 
     await refused(
-        api,
+        caller,
         "PATCH",
         f"/modelversion/{challenger}",
         412,
@@ -313,14 +324,15 @@ async def test_promotion_with_a_stale_etag_changes_nothing(
     assert await contents(database(mongo, settings)) == before
 
 
-async def test_concurrent_patches_with_one_etag_one_wins(api: TestClient) -> None:
-    ids = await lineage(api)
-    version_id = await register(api, ids["model_id"], ids["iteration_id"])
+async def test_concurrent_patches_with_one_etag_one_wins(caller: Caller) -> None:
+    ids = await lineage(caller)
+    version_id = await register(caller, ids["model_id"], ids["iteration_id"])
     path = f"/modelversion/{version_id}"
-    etag = await _etag(api, path)
+    etag = await _etag(caller, path)
+    _read_slowly(caller.api.app[keys.SERVICES].store, "modelversions")
 
     async def patch(description: str) -> int:
-        response = await api.patch(
+        response = await caller.patch(
             path, json={"description": description}, headers={"If-Match": etag}
         )
         await response.read()
@@ -329,7 +341,23 @@ async def test_concurrent_patches_with_one_etag_one_wins(api: TestClient) -> Non
     statuses = await asyncio.gather(patch("first"), patch("second"))
 
     assert sorted(statuses) == [200, 412]
-    assert (await get_json(api, path))["revision"] == 2
+    assert (await get_json(caller, path))["revision"] == 2
+
+
+def _read_slowly(store: Any, collection: str) -> None:
+    """Make every read of ``collection`` linger after it has read, so that
+    both of two racing requests read before either writes: only the
+    compare-and-set in the write itself can then refuse the second."""
+    for name in ("get", "find_one"):
+        read = getattr(store, name)
+
+        async def lingering(*args: Any, _read: Any = read, **kwargs: Any) -> Any:
+            found = await _read(*args, **kwargs)
+            if args and args[0] == collection:
+                await asyncio.sleep(0.02)
+            return found
+
+        setattr(store, name, lingering)
 
 
 async def test_record_stored_before_revisions_reads_as_revision_zero(
@@ -377,10 +405,10 @@ async def test_if_match_tells_nothing_to_a_caller_who_cannot_read(
 # The client -------------------------------------------------------------------
 
 
-async def test_client_updates_and_deletes_only_what_it_read(api: TestClient) -> None:
-    ids = await lineage(api)
+async def test_client_updates_and_deletes_only_what_it_read(caller: Caller) -> None:
+    ids = await lineage(caller)
 
-    async with connect(str(api.make_url(""))) as client:
+    async with connect(url_of(caller), token=caller.token) as client:
         read = await client.get_model(ids["model_id"])
         assert read is not None
         await client.update_model(read.id, description="mine", if_match=read)
@@ -438,3 +466,31 @@ async def refusal(call: Any) -> ClientError:
     with pytest.raises(ClientError) as caught:
         await call
     return caught.value
+
+
+async def test_model_delete_whose_etag_goes_stale_mid_delete_keeps_its_versions(
+    api: TestClient, mongo: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = await _world(api)
+    path = f"/model/{ids['model_id']}"
+    etag = await _etag(api, path)
+    models = api.app[keys.SERVICES].models
+    load = models._load
+
+    async def load_then_change(*args: Any, **kwargs: Any) -> Any:
+        # Another client's PATCH lands between the delete's read and its
+        # writes (the unit-test store has no transactions to stop it).
+        doc = await load(*args, **kwargs)
+        await database(mongo, settings).models.update_one(
+            {"_id": ids["model_id"]}, {"$inc": {"revision": 1}}
+        )
+        return doc
+
+    monkeypatch.setattr(models, "_load", load_then_change)
+
+    await refused(
+        api, "DELETE", path, 412, "PRECONDITION_FAILED", headers={"If-Match": etag}
+    )
+
+    versions = await get_json(api, f"/modelversion/model/{ids['model_id']}")
+    assert versions["total"] == 1

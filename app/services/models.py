@@ -120,6 +120,10 @@ class ModelService(Service):
         async def remove(session: Session) -> None:
             doc = await self._load(actor, model_id, Permission.DELETE, session=session)
             check_revision(self.entity, doc, expected)
+            # The model goes first, by its compare-and-set: without
+            # transactions, a stale If-Match must stop the delete before
+            # anything under the model is gone.
+            await self._remove(model_id, expected=expected, session=session)
             owned = {"model_id": model_id}
             await self.store.delete("modelversions", owned, session=session)
             await self.store.delete(EVENTS, owned, session=session)
@@ -128,7 +132,6 @@ class ModelService(Service):
             await self.store.delete(
                 "counters", {"_id": version_counter(model_id)}, session=session
             )
-            await self._remove(model_id, expected=expected, session=session)
 
         await self.store.transaction(remove)
 
