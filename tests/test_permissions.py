@@ -250,6 +250,7 @@ async def two_projects(admin: Caller, make_user: Any) -> dict[str, Any]:
         "mine": mine,
         "iteration": await make_iteration(admin, experiment),
         "resource": await upload(admin, experiment, b"foreign"),
+        "own_resource": await upload(admin, mine["experiment_id"], b"own"),
         "alice": await make_user("alice", {mine["project_id"]: "rcu"}),
         "reader": await make_user("reader", {mine["project_id"]: "rcu", theirs: "r"}),
     }
@@ -262,6 +263,15 @@ async def _register_foreign_iteration(who: Caller, world: dict[str, Any]) -> Any
     return await who.post(
         f"/modelversion/model/{world['mine']['model_id']}",
         json={"iteration_id": world["iteration"]},
+    )
+
+
+async def _register_foreign_iteration_with_own_resource(
+    who: Caller, world: dict[str, Any]
+) -> Any:
+    return await who.post(
+        f"/modelversion/model/{world['mine']['model_id']}",
+        json={"iteration_id": world["iteration"], "resource_id": world["own_resource"]},
     )
 
 
@@ -288,6 +298,7 @@ async def _attach_foreign_resource(who: Caller, world: dict[str, Any]) -> Any:
     ("attempt", "gone"),
     [
         (_register_foreign_iteration, "/iteration/{iteration}"),
+        (_register_foreign_iteration_with_own_resource, "/iteration/{iteration}"),
         (_register_foreign_resource, "/resource/{resource}"),
         (_attach_foreign_resource, "/resource/{resource}"),
     ],

@@ -147,11 +147,7 @@ class ModelVersionService(Service):
         )
 
         async def register(session: Session) -> int:
-            try:
-                project_id = await self._lineage_project(body, session)
-            except InvalidPayload:
-                await self._require_model(model_id, session)
-                raise
+            project_id = await self._lineage_project(model_id, body, session)
             slots = await self.events.reserve(
                 model_id,
                 1,
@@ -346,8 +342,17 @@ class ModelVersionService(Service):
             )
         return ModelVersion.from_doc(doc)  # type: ignore[no-any-return]
 
-    async def _lineage_project(self, body: ModelVersionCreate, session: Session) -> int:
-        """The project of the iteration (and resource) a version names."""
+    async def _lineage_project(
+        self, model_id: int, body: ModelVersionCreate, session: Session
+    ) -> int:
+        """The project of the iteration (and resource) a version names.
+
+        The model's own project is read only when the lineage is refused,
+        to blame the right field: an iteration of another project must be
+        refused as such even when the resource is the model's, or the
+        answer would tell that the iteration exists. A missing model is
+        404 before any of that.
+        """
         iteration = await self.store.find_one(
             "iterations",
             {"_id": body.iteration_id},
@@ -355,6 +360,7 @@ class ModelVersionService(Service):
             session=session,
         )
         if iteration is None:
+            await self._require_model(model_id, session)
             raise _foreign("iteration_id", "iteration", body.iteration_id)
         project_id = int(iteration["project_id"])
 
@@ -363,6 +369,8 @@ class ModelVersionService(Service):
             {"_id": body.resource_id, "project_id": project_id},
             session=session,
         ):
+            if await self._model_project(model_id, session) != project_id:
+                raise _foreign("iteration_id", "iteration", body.iteration_id)
             raise _foreign("resource_id", "resource", body.resource_id)
         return project_id
 
@@ -387,3 +395,15 @@ class ModelVersionService(Service):
             "counters", {"_id": version_counter(model_id)}, session=session
         ):
             raise missing("model", model_id)
+
+    async def _model_project(self, model_id: int, session: Session) -> int:
+        """The model's project, from its version counter; 404 if missing."""
+        counter = await self.store.find_one(
+            "counters",
+            {"_id": version_counter(model_id)},
+            projection={"project_id": 1},
+            session=session,
+        )
+        if counter is None:
+            raise missing("model", model_id)
+        return int(counter["project_id"])
