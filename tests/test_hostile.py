@@ -482,3 +482,38 @@ def _multipart(fields: dict[str, str], data: bytes) -> bytes:
 
 def _json() -> dict[str, str]:
     return {"Content-Type": "application/json"}
+
+
+# Encodings the server cannot undo --------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_json_body_that_does_not_decompress_is_400(
+    api: TestClient, ids: dict[str, int], encoding: str, unchanged: None
+) -> None:
+    body = b"this is not compressed data at all"
+    headers = {**_json(), "Content-Encoding": encoding}
+
+    await refused(
+        api, "POST", "/project", 400, "INVALID_JSON", data=body, headers=headers
+    )
+
+
+async def test_upload_that_does_not_decompress_is_422_and_stores_nothing(
+    api: TestClient, ids: dict[str, int], unchanged: None
+) -> None:
+    body = b"\x1f\x8b\x08\x00" + b"\x00garbage" * 1000
+    request = _post(
+        f"/resource/experiment/{ids['experiment_id']}",
+        {
+            "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+            "Content-Encoding": "gzip",
+            "Content-Length": str(len(body)),
+        },
+        body,
+    )
+
+    status, payload = await _raw(api, request)
+
+    assert status == 422, payload
+    _envelope(payload, "INVALID_PAYLOAD")

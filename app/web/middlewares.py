@@ -18,6 +18,7 @@ from app.auth import bearer_token
 from app.errors import (
     DatabaseUnavailable,
     InvalidJSON,
+    InvalidPayload,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -173,6 +174,13 @@ def _from_http(request: web.Request, exc: web.HTTPException) -> RegistryError:
     return InvalidJSON(exc.reason)
 
 
+def _unreadable(request: web.Request, exc: Exception) -> RegistryError:
+    message = f"the request body could not be decoded: {exc}"
+    if request.content_type.startswith("multipart/"):
+        return InvalidPayload(message)
+    return InvalidJSON(message)
+
+
 @web.middleware
 async def error_envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure leaves as ``{"code", "message"}`` with its status."""
@@ -184,6 +192,10 @@ async def error_envelope(request: web.Request, handler: Handler) -> web.StreamRe
         if exc.status < 400:
             raise
         return responses.error(_from_http(request, exc))
+    except web.RequestPayloadError as exc:
+        # A body aiohttp could not decode: bad compressed data, a broken
+        # chunked encoding. The client's fault, like any other bad body.
+        return responses.error(_unreadable(request, exc))
     except ConnectionFailure:
         return responses.error(DatabaseUnavailable("the database is unreachable"))
     except (Exception, PyMongoError):
@@ -231,4 +243,6 @@ async def acting_user(request: web.Request, handler: Handler) -> web.StreamRespo
 
 def _public(request: web.Request) -> bool:
     resource = request.match_info.route.resource
-    return resource is not None and (request.method, resource.canonical) in PUBLIC
+    # aiohttp answers HEAD with the GET handler: the same rule applies.
+    method = hdrs.METH_GET if request.method == hdrs.METH_HEAD else request.method
+    return resource is not None and (method, resource.canonical) in PUBLIC
