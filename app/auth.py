@@ -123,6 +123,8 @@ def bearer_token(header: str | None) -> str:
         raise TokenMissing("an Authorization: Bearer <token> header is required")
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != BEARER or not token or " " in token:
+    # A JWT is ASCII; other bytes reach here as surrogate escapes that
+    # the token decoder cannot even encode.
+    if scheme.lower() != BEARER or not token or " " in token or not token.isascii():
         raise TokenInvalid("the Authorization header must be 'Bearer <token>'")
     return token

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from datetime import UTC, datetime, timedelta
@@ -235,3 +236,31 @@ async def test_with_auth_off_tokens_are_ignored_and_login_is_not_found(
     assert me.status == 200
     assert (await me.json())["is_admin"] is True
     assert (login.status, (await login.json())["code"]) == (404, "NOT_FOUND")
+
+
+async def test_authorization_header_with_bytes_that_are_not_utf8_is_token_invalid(
+    auth_api: TestClient,
+) -> None:
+    host, port = auth_api.server.host, auth_api.server.port
+    assert host is not None and port is not None
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"GET /project HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        b"Authorization: Bearer a\xff.b.c\r\n\r\n"
+    )
+
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 "), head
+    assert json.loads(body)["code"] == "TOKEN_INVALID"
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/ready", "/openapi.json"])
+async def test_head_of_a_public_route_needs_no_token(
+    auth_api: TestClient, path: str
+) -> None:
+    response = await auth_api.head(path)
+
+    assert response.status == 200
