@@ -21,6 +21,7 @@ from app.web.routes import ROUTES
 from tests.auth_modes import MODES, member_of, serve_as, url_of
 from tests.conftest import USER_PASSWORD, Caller, grant
 from tests.helpers import (
+    call,
     database,
     get_json,
     lineage,
@@ -282,11 +283,41 @@ async def test_writes_without_a_key_store_none(
 # Every create and update honours the key ----------------------------------
 
 
-def _form() -> FormData:
+def _form(data: bytes = b"\x00" * 1000) -> FormData:
     form = FormData()
     form.add_field("name", "weights")
-    form.add_field("file", b"\x00" * 1000, filename="w.bin")
+    form.add_field("file", data, filename="w.bin")
     return form
+
+
+async def test_same_key_for_an_upload_of_other_bytes_is_422(
+    api: TestClient, mongo: Any, settings: Settings
+) -> None:
+    ids = await lineage(api)
+    path = f"/resource/experiment/{ids['experiment_id']}"
+    first, _ = await _send(api, "POST", path, "k-up", data=_form(b"first"))
+    db = database(mongo, settings)
+    stored = await db.resources.count_documents({})
+
+    again, body = await _send(api, "POST", path, "k-up", data=_form(b"second"))
+
+    assert first.status == 201
+    assert (again.status, body["code"]) == (422, "IDEMPOTENCY_KEY_REUSED")
+    assert await db.resources.count_documents({}) == stored
+
+
+async def test_same_key_for_an_upload_whose_resource_is_gone_replays(
+    api: TestClient,
+) -> None:
+    ids = await lineage(api)
+    path = f"/resource/experiment/{ids['experiment_id']}"
+    first, created = await _send(api, "POST", path, "k-gone", data=_form(b"one"))
+    await call(api, "DELETE", f"/resource/{created['resource_id']}", 200)
+
+    again, replayed = await _send(api, "POST", path, "k-gone", data=_form(b"one"))
+
+    assert (again.status, replayed) == (201, created)
+    assert again.headers["Idempotent-Replayed"] == "true"
 
 
 # method, route, path template, body arguments (a fresh FormData per send).
@@ -501,7 +532,7 @@ async def test_upload_retried_after_a_dropped_connection_stores_one_resource(
     assert stored.getvalue() == data
 
 
-async def test_passwords_are_left_out_of_the_fingerprint(
+async def test_with_auth_off_passwords_are_left_out_of_the_fingerprint(
     api: TestClient, mongo: Any, settings: Settings
 ) -> None:
     first = {"username": "carol", "password": "first-password"}
@@ -642,3 +673,19 @@ def test_the_key_lifetime_is_read_from_the_environment() -> None:
     for bad in ("0", "59", "soon"):
         with pytest.raises(ConfigError, match=variable):
             load_settings({variable: bad})
+
+
+async def test_with_auth_on_a_repeat_with_another_password_is_422(
+    admin: Caller, mongo: Any, auth_settings: Settings
+) -> None:
+    first = {"username": "erin", "password": "first-password"}
+    second = {"username": "erin", "password": "other-password"}
+
+    created, body = await _send(admin, "POST", "/user", "k-pw", json=first)
+    same, replayed = await _send(admin, "POST", "/user", "k-pw", json=first)
+    other, refusal = await _send(admin, "POST", "/user", "k-pw", json=second)
+
+    assert (created.status, same.status, replayed) == (201, 201, body)
+    assert (other.status, refusal["code"]) == (422, "IDEMPOTENCY_KEY_REUSED")
+    stored = str(await _keys(mongo, auth_settings))
+    assert "first-password" not in stored

@@ -88,6 +88,17 @@ class ResourceService(Service):
             await self.files.delete([resource_id])
             raise
 
+    async def stored_hash(self, resource_id: int) -> str | None:
+        """The sha256 of a resource's bytes, None if it is gone.
+
+        No permission check: only a repeat of the caller's own upload asks,
+        to compare bytes, and it learns nothing but whether they match.
+        """
+        doc = await self.store.find_one(
+            self.collection, {"_id": resource_id}, projection={"content_hash": 1}
+        )
+        return None if doc is None else str(doc["content_hash"])
+
     async def open(
         self, actor: Actor, resource_id: int
     ) -> tuple[Resource, AsyncIterator[bytes]]:

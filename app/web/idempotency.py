@@ -9,9 +9,13 @@ the same key
 - and the same method, path and body gets the stored answer again, with
   ``Idempotent-Replayed: true``, and changes nothing;
 - and another method, path or body is 422 IDEMPOTENCY_KEY_REUSED. Bodies
-  are compared as validated, passwords left out: a fast hash of a password
-  kept beside the key would let whoever reads the database test guesses at
-  it far faster than its bcrypt hash allows;
+  are compared as validated. A password enters the comparison only as an
+  HMAC keyed with the token secret: a plain fast hash kept beside the key
+  would let whoever reads the database test guesses at it far faster than
+  its bcrypt hash allows. With auth off there is no secret, and passwords
+  are left out of the comparison. An upload's bytes cannot be
+  read before the key is claimed (they stream into storage as they come),
+  so a repeat's file is read and compared with the stored one's sha256;
 - while the first request still runs is 409 IDEMPOTENCY_KEY_IN_FLIGHT with
   a Retry-After header.
 
@@ -27,6 +31,8 @@ its lease ends, and a retry after that runs the change again.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -35,8 +41,9 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from app import keys
-from app.errors import Conflict, RegistryError
+from app.errors import Conflict, IdempotencyKeyReused, RegistryError
 from app.services.idempotency import Answer, Claim, IdempotencyLedger
+from app.settings import Settings
 from app.store.database import Session, on_commit
 from app.web.parsing import idempotency_key
 from app.web.responses import JSON
@@ -56,21 +63,30 @@ async def once(
     payload: BaseModel,
     change: Callable[[], Awaitable[R]],
     answer: Callable[[R], web.Response],
+    *,
+    same_rest: Callable[[Answer], Awaitable[bool]] | None = None,
 ) -> web.Response:
     """Run ``change`` and answer ``answer(result)``, at most once per key.
 
     ``payload`` is the request's validated body (for an upload, its text
     parts), which with the method and path tells two requests apart.
+    ``same_rest`` tells, for a repeat, whether the part of the request that
+    ``payload`` lacks (an upload's bytes) is the first request's too.
     """
     key = idempotency_key(request)
     if key is None:
         return answer(await change())
 
-    body = payload.model_dump_json(exclude=set(SECRET_FIELDS)).encode()
+    body = _comparable(payload, request.app[keys.SETTINGS])
     ledger = _ledger(request)
     actor = request[keys.ACTOR]
     claimed = await ledger.claim(actor.user_id, key, _digest(request, body))
     if isinstance(claimed, Answer):
+        if same_rest is not None and not await same_rest(claimed):
+            raise IdempotencyKeyReused(
+                "Idempotency-Key: this key was used for an upload of other "
+                "bytes; send a new key with a new request"
+            )
         return _replay(claimed)
 
     result = await _run(ledger, claimed, change, answer)
@@ -118,6 +134,17 @@ def _ledger(request: web.Request) -> IdempotencyLedger:
     store = request.app[keys.SERVICES].store
     ttl = request.app[keys.SETTINGS].idempotency_ttl_seconds
     return IdempotencyLedger(store, ttl_seconds=ttl)
+
+
+def _comparable(payload: BaseModel, settings: Settings) -> bytes:
+    """The body as compared between two requests; secrets only keyed."""
+    body = payload.model_dump_json(exclude=set(SECRET_FIELDS)).encode()
+    secrets = payload.model_dump(include=set(SECRET_FIELDS))
+    if not secrets or not settings.enable_auth or settings.jwt_secret is None:
+        return body
+    key = hmac.new(settings.jwt_secret.encode(), b"idempotency", "sha256").digest()
+    mac = hmac.new(key, json.dumps(secrets, sort_keys=True).encode(), "sha256")
+    return body + b"\0" + mac.hexdigest().encode()
 
 
 def _digest(request: web.Request, body: bytes) -> str:

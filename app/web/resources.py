@@ -7,6 +7,8 @@ is stored; the bytes then flow to GridFS chunk by chunk.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from urllib.parse import quote
@@ -16,8 +18,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader
 
 from app import keys
-from app.errors import InvalidPayload
+from app.errors import InvalidPayload, PayloadTooLarge
 from app.schemas import DESCRIPTION_MAX, ResourceCreate
+from app.services.idempotency import Answer
 from app.store.files import CHUNK_BYTES
 from app.web import responses
 from app.web.handlers import actor, service
@@ -52,9 +55,15 @@ async def upload(request: web.Request) -> web.StreamResponse:
         location = f"/resource/{resource_id}"
         return responses.created(request, "resource", resource_id, location)
 
-    # XXX: a retry is recognised by its text parts; the bytes are not read
-    # before the key is checked, so another file under the same key and
-    # name replays the first answer.
+    async def same_file(first: Answer) -> bool:
+        resource_id = int(json.loads(first.body)["resource_id"])
+        stored = await service(request, "resources").stored_hash(resource_id)
+        sent = await _sha256(_file_chunks(file_part, reader), max_bytes)
+        # A resource deleted since keeps no hash to compare: the first
+        # answer stands.
+        return stored is None or stored == sent
+
+    max_bytes = request.app[keys.SETTINGS].max_upload_bytes
     return await once(
         request,
         body,
@@ -63,10 +72,23 @@ async def upload(request: web.Request) -> web.StreamResponse:
             experiment_id,
             body,
             _file_chunks(file_part, reader),
-            max_bytes=request.app[keys.SETTINGS].max_upload_bytes,
+            max_bytes=max_bytes,
         ),
         answer,
+        same_rest=same_file,
     )
+
+
+async def _sha256(chunks: AsyncIterator[bytes], max_bytes: int) -> str:
+    """The hex sha256 of ``chunks``, read to the end but not kept."""
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"file is larger than the limit of {max_bytes} bytes")
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 async def download(request: web.Request) -> web.StreamResponse:
