@@ -61,7 +61,7 @@ class Settings(BaseModel):
     transaction_retries: int = Field(default=50, ge=1, le=1000)
     workers: int | None = Field(default=None, ge=1, le=256)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
-    request_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    request_timeout_seconds: float = Field(default=15.0, gt=0, le=3600)
     jwt_secret_file: Path | None = None
     admin_password_file: Path | None = None
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=366 * 24 * 3600)

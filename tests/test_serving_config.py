@@ -28,7 +28,7 @@ def test_default_is_one_worker_per_usable_core() -> None:
     assert settings.workers is None
     assert settings.worker_count == len(os.sched_getaffinity(0))
     assert settings.shutdown_grace_seconds == 30
-    assert settings.request_timeout_seconds == 30
+    assert settings.request_timeout_seconds == 15
 
 
 def test_serving_values_are_read_into_their_types() -> None:
