@@ -60,28 +60,26 @@ async def apply_indexes(db: Any, specs: list[IndexSpec] | None = None) -> int:
 class IndexCheck:
     """Whether every declared index exists, for the readiness probe.
 
-    Once all were seen they are taken to stay, so later probes cost only
-    their ping.
+    Every probe looks again, one listing per collection sent together: a
+    database restored from a backup or recreated on an empty volume, or an
+    index dropped by hand, must take the server out of rotation.
     """
 
     def __init__(self, specs: list[IndexSpec] | None = None) -> None:
         self._specs = load_specs() if specs is None else specs
-        self._in_place = False
+        self._collections = sorted({spec.collection for spec in self._specs})
 
     async def missing(self, db: Any) -> list[str]:
         """``collection.name`` of each declared index the database lacks."""
-        if self._in_place:
-            return []
-        absent = []
-        for collection in sorted({spec.collection for spec in self._specs}):
-            names = set(await db[collection].index_information())
-            absent += [
-                f"{collection}.{spec.name}"
-                for spec in self._specs
-                if spec.collection == collection and spec.name not in names
-            ]
-        self._in_place = not absent
-        return absent
+        listed = await asyncio.gather(
+            *(db[name].index_information() for name in self._collections)
+        )
+        present = dict(zip(self._collections, listed, strict=True))
+        return [
+            f"{spec.collection}.{spec.name}"
+            for spec in sorted(self._specs, key=lambda spec: spec.collection)
+            if spec.name not in present[spec.collection]
+        ]
 
 
 async def _main() -> int:

@@ -265,6 +265,20 @@ async def test_not_ready_while_an_index_is_missing(
         assert "models.project_name_unique" in body["message"]
 
 
+async def test_not_ready_once_an_index_goes_missing_after_being_ready(
+    api: TestClient, mongo: Any, settings: Settings
+) -> None:
+    ready = await api.get("/health/ready")
+    await mongo[settings.db_name].modelversions.drop_index("one_production_per_model")
+
+    response = await api.get("/health/ready")
+
+    assert ready.status == 200
+    assert response.status == 503
+    body = await response.json()
+    assert "modelversions.one_production_per_model" in body["message"]
+
+
 async def test_not_ready_while_the_database_does_not_answer(
     api: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
