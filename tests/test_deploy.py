@@ -59,6 +59,15 @@ def test_compose_file_is_valid_against_the_compose_specification(
     jsonschema.validate(compose, schema)
 
 
+def test_mongo_is_healthy_only_as_the_primary(compose: dict[str, Any]) -> None:
+    script = compose["services"]["mongo"]["healthcheck"]["test"][-1]
+
+    # mongosh exits 0 when a script does not throw, whatever it evaluates
+    # to: the exit code must be set, and set only for a primary.
+    assert "myState === 1 ? 0 : 1" in script
+    assert script.rstrip().endswith("quit(code);")
+
+
 def test_mongo_is_a_self_initiating_replica_set_on_a_named_volume(
     compose: dict[str, Any],
 ) -> None:
