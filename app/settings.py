@@ -206,9 +206,21 @@ def _check_uri(uri: str | None) -> None:
     if not uri.startswith(("mongodb://", "mongodb+srv://")):
         raise ConfigError(variable, "must start with mongodb:// or mongodb+srv://")
     if uri.startswith("mongodb+srv://"):
-        return  # parsing it would resolve DNS records at startup
+        # Parsing it would resolve DNS records at startup; what the driver
+        # would refuse after the lookup can be told from the text alone.
+        _check_srv_host(uri.removeprefix("mongodb+srv://"), variable)
+        return
     try:
         parse_uri(uri)
     except (InvalidURI, ConfigurationError, ValueError) as exc:
         # The driver's message may quote the URI, password included.
         raise ConfigError(variable, "is not a valid MongoDB URI") from exc
+
+
+def _check_srv_host(rest: str, variable: str) -> None:
+    """Refuse a mongodb+srv:// URI without exactly one host name and no port."""
+    hosts = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    if not hosts or "," in hosts or ":" in hosts:
+        raise ConfigError(
+            variable, "a mongodb+srv:// URI takes one host name and no port"
+        )

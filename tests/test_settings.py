@@ -75,6 +75,21 @@ def test_srv_uri_is_accepted() -> None:
     assert load_settings({"DEARDIARY_MONGO_URI": uri}).mongo_uri == uri
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "mongodb+srv://a.b.c:27017/",
+        "mongodb+srv://one.example.net,two.example.net/",
+        "mongodb+srv://user:secret@/",
+    ],
+)
+def test_srv_uri_the_driver_would_refuse_names_the_variable(uri: str) -> None:
+    error = _refused({"DEARDIARY_MONGO_URI": uri})
+
+    assert error.variable == "DEARDIARY_MONGO_URI"
+    assert "secret" not in str(error)
+
+
 @pytest.mark.parametrize("port", ["abc", "0", "-1", "65536", "80.5", "90 00"])
 def test_bad_port_names_the_variable(port: str) -> None:
     error = _refused({"DEARDIARY_PORT": port})
