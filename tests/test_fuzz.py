@@ -3,15 +3,18 @@
 Schemathesis generates requests for every operation the document
 describes, valid ones and invalid ones, and sends them to the real app
 (authentication on, the admin's token on every request) listening on a
-loopback port. Every answer must be no 5xx, have a documented status,
-media type and headers, and match the documented schema. Generation is
-bounded (examples per operation, a fixed seed) so that the run takes well
-under a minute and finds the same things every time.
+loopback port, once on mongomock and once on a SecantusDB server (real
+transactions, the real driver's errors). Every answer must be no 5xx,
+have a documented status, media type and headers, and match the
+documented schema. Generation is bounded (examples per operation, a fixed
+seed) and so is each test's time, so that the run finds the same things
+every time and cannot hang.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from app.embedded import EmbeddedStore
 from app.server import create_app
 from app.settings import Settings
 from app.web.openapi import build
@@ -52,6 +56,9 @@ CHECKS = [
     ignored_auth,
 ]
 TIMEOUT_S = 10
+BACKENDS = ["mongomock", pytest.param("secantusdb", marks=pytest.mark.integration)]
+
+pytestmark = pytest.mark.timeout(60)
 
 
 @dataclass(frozen=True)
@@ -67,14 +74,16 @@ class Served:
 
 
 class _ServerThread:
-    """The real app on mongomock, served by its own event loop in a thread,
-    since schemathesis sends its requests synchronously."""
+    """The real app on ``backend``, served by its own event loop in a
+    thread, since schemathesis sends its requests synchronously."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, backend: str) -> None:
         self._settings = settings
+        self._backend = backend
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
+        self._store: EmbeddedStore | None = None
 
     def start(self) -> str:
         self._thread.start()
@@ -82,7 +91,13 @@ class _ServerThread:
         return started.result(timeout=TIMEOUT_S)
 
     async def _start(self) -> str:
-        app = create_app(self._settings, client=AsyncMongoMockClient())
+        if self._backend == "mongomock":
+            app = create_app(self._settings, client=AsyncMongoMockClient())
+        else:
+            self._store = EmbeddedStore(":memory:")
+            await self._store.start()
+            uri = self._settings.model_copy(update={"mongo_uri": self._store.uri})
+            app = create_app(uri)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -91,14 +106,19 @@ class _ServerThread:
         return f"http://{host}:{port}"
 
     def stop(self) -> None:
-        if self._runner is not None:
-            stopped = asyncio.run_coroutine_threadsafe(
-                self._runner.cleanup(), self._loop
-            )
-            stopped.result(timeout=TIMEOUT_S)
+        stopped = asyncio.run_coroutine_threadsafe(self._stop(), self._loop)
+        stopped.result(timeout=TIMEOUT_S * 3)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=TIMEOUT_S)
         self._loop.close()
+
+    async def _stop(self) -> None:
+        try:
+            if self._runner is not None:
+                await self._runner.cleanup()
+        finally:
+            if self._store is not None:
+                await self._store.stop()
 
 
 def _settings() -> Settings:
@@ -146,10 +166,12 @@ def _json(response: requests.Response) -> Any:
     return response.json()
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[Served]:
-    with enabled_gridfs_integration():
-        server = _ServerThread(_settings())
+@pytest.fixture(scope="module", params=BACKENDS)
+def served(request: pytest.FixtureRequest) -> Iterator[Served]:
+    # mongomock's GridFS patch would stand in for the real one too.
+    mock = request.param == "mongomock"
+    with enabled_gridfs_integration() if mock else contextlib.nullcontext():
+        server = _ServerThread(_settings(), request.param)
         try:
             url = server.start()
             yield Served(url, _seed(url))

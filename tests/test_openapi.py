@@ -185,3 +185,14 @@ async def test_head_of_the_document_answers_without_body(admin: Caller) -> None:
 
 def _names(operation: dict[str, Any]) -> set[str]:
     return {parameter["name"] for parameter in operation["parameters"]}
+
+
+async def test_token_routes_document_the_404_they_answer_with_auth_off(
+    api: TestClient,
+) -> None:
+    document = build(ROUTES)
+
+    for path in ("/auth", "/auth/refresh"):
+        response = await api.post(path, json={"username": "u", "password": "p"})
+        assert response.status == 404
+        assert "404" in document["paths"][path]["post"]["responses"]

@@ -443,7 +443,8 @@ def _failure_statuses(route: Route) -> set[int]:
         statuses.add(401)
     if _may_forbid(route):
         statuses.add(403)
-    if path_parameters(route.path):
+    # With auth off there are no tokens: the token routes answer 404.
+    if path_parameters(route.path) or route.path.startswith("/auth"):
         statuses.add(404)
     if route.method == "DELETE" or route.idempotent:
         statuses.add(409)
