@@ -311,7 +311,7 @@ async def test_same_key_for_an_upload_whose_resource_is_gone_replays(
 ) -> None:
     ids = await lineage(api)
     path = f"/resource/experiment/{ids['experiment_id']}"
-    first, created = await _send(api, "POST", path, "k-gone", data=_form(b"one"))
+    _, created = await _send(api, "POST", path, "k-gone", data=_form(b"one"))
     await call(api, "DELETE", f"/resource/{created['resource_id']}", 200)
 
     again, replayed = await _send(api, "POST", path, "k-gone", data=_form(b"one"))
