@@ -12,7 +12,6 @@ from motor.motor_asyncio import (
     AsyncIOMotorClient,
     AsyncIOMotorClientSession,
     AsyncIOMotorDatabase,
-    AsyncIOMotorGridFSBucket,
 )
 from pymongo import monitoring
 
@@ -21,7 +20,6 @@ from app.metrics import observe_command
 Client = AsyncIOMotorClient
 Database = AsyncIOMotorDatabase
 Session = AsyncIOMotorClientSession
-GridFSBucket = AsyncIOMotorGridFSBucket
 
 
 def open_client(uri: str, *, timeout_ms: int) -> Any:
@@ -54,11 +52,6 @@ class CommandTimer(monitoring.CommandListener):
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         """Record a command that failed."""
         observe_command(event.command_name, False, event.duration_micros / 1e6)
-
-
-def gridfs_bucket(db: Any) -> Any:
-    """The GridFS bucket that holds resource bytes."""
-    return AsyncIOMotorGridFSBucket(db, bucket_name="fs")
 
 
 async def supports_transactions(client: Any) -> bool:

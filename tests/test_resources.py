@@ -12,7 +12,9 @@ import pytest
 from aiohttp import MultipartWriter, hdrs
 from aiohttp.test_utils import TestClient
 
+from app import keys
 from app.settings import Settings
+from app.store.files import CHUNK_BYTES, FileDamaged, Files
 from tests.helpers import (
     contents,
     database,
@@ -432,3 +434,51 @@ async def test_client_hanging_up_mid_download_is_no_server_error(
         await asyncio.sleep(0.025)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
+
+
+@pytest.mark.parametrize(
+    "size",
+    [1, CHUNK_BYTES - 1, CHUNK_BYTES, CHUNK_BYTES + 1, 3 * CHUNK_BYTES + 7],
+)
+async def test_sizes_around_chunk_bounds_round_trip_in_whole_chunks(
+    api: TestClient, mongo: Any, settings: Settings, size: int
+) -> None:
+    data = bytes(range(256)) * (size // 256 + 1)
+    data = data[:size]
+    resource_id = await upload(api, await _experiment(api), data)
+
+    response = await api.get(f"/resource/{resource_id}/data")
+    received = await response.read()
+
+    assert received == data
+    chunks = database(mongo, settings)["fs.chunks"]
+    numbers = [doc["n"] async for doc in chunks.find({}).sort("n", 1)]
+    assert numbers == list(range(-(-size // CHUNK_BYTES)))
+    assert await chunks.count_documents({"data": {"$exists": True}}) == len(numbers)
+
+
+async def test_download_of_a_file_missing_a_chunk_stops_short(
+    api: TestClient, mongo: Any, settings: Settings
+) -> None:
+    resource_id = await upload(api, await _experiment(api), b"x" * 3 * CHUNK_BYTES)
+    await database(mongo, settings)["fs.chunks"].delete_one({"n": 1})
+    files = Files(api.app[keys.SERVICES].store)
+
+    received = []
+    with pytest.raises(FileDamaged, match="lacks chunk 1"):
+        async for chunk in files.download(resource_id):
+            received.append(chunk)
+
+    assert received == [b"x" * CHUNK_BYTES]
+
+
+async def test_download_of_a_file_cut_short_stops_short(
+    api: TestClient, mongo: Any, settings: Settings
+) -> None:
+    resource_id = await upload(api, await _experiment(api), b"x" * 2 * CHUNK_BYTES)
+    await database(mongo, settings)["fs.chunks"].delete_one({"n": 1})
+    files = Files(api.app[keys.SERVICES].store)
+
+    with pytest.raises(FileDamaged, match="has 261120 of its bytes"):
+        async for _ in files.download(resource_id):
+            pass

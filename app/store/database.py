@@ -26,7 +26,6 @@ from pymongo.errors import (
 
 from app.errors import Conflict, DatabaseUnavailable
 from app.metrics import count_retry
-from app.mongo import gridfs_bucket
 
 log = logging.getLogger("deardiary.store")
 
@@ -124,7 +123,6 @@ class Store:
         deadline_s: float | None = None,
     ) -> None:
         self.db = db
-        self.bucket = gridfs_bucket(db)
         self.transactions = transactions
         self.retries = retries
         # Bounds a whole transaction: the driver retries transient errors

@@ -9,15 +9,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from gridfs.errors import NoFile
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 
-from app.errors import DatabaseUnavailable, NotFound, PayloadTooLarge
+from app.errors import DatabaseUnavailable, NotFound, PayloadTooLarge, RegistryError
 from app.store.database import Session, Store, translated
 
 CHUNK_BYTES = 255 * 1024
+# Chunks per insert while uploading, and per batch while downloading:
+# about 1 MB either way.
+WRITE_BATCH_CHUNKS = 4
+READ_BATCH_CHUNKS = 4
 
 
 @dataclass(frozen=True)
@@ -28,12 +32,15 @@ class StoredFile:
     content_hash: str
 
 
+class FileDamaged(RegistryError):
+    """A file's chunks do not add up to the file: a bug or a damaged store."""
+
+
 class Files:
     """GridFS operations keyed by resource id."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._bucket = store.bucket
 
     async def upload(
         self,
@@ -44,12 +51,17 @@ class Files:
         max_bytes: int,
         metadata: dict[str, Any],
     ) -> StoredFile:
-        """Stream ``chunks`` into GridFS, hashing on the way; all or nothing."""
+        """Stream ``chunks`` into GridFS, hashing on the way; all or nothing.
+
+        The GridFS chunks are written here, a few at a time, rather than
+        through the driver's upload stream, which keeps up to 48 MB of every
+        upload in memory before it writes (and as much again while it
+        encodes them). The file's document goes last: until it exists no
+        reader sees the file, and a failure removes the chunks written.
+        """
         digest = hashlib.sha256()
         size = 0
-        stream = self._bucket.open_upload_stream_with_id(
-            file_id, filename, chunk_size_bytes=CHUNK_BYTES, metadata=metadata
-        )
+        writer = _ChunkWriter(self._store.db["fs.chunks"], file_id)
         try:
             async for chunk in chunks:
                 size += len(chunk)
@@ -58,31 +70,61 @@ class Files:
                         f"file is larger than the limit of {max_bytes} bytes"
                     )
                 digest.update(chunk)
-                await stream.write(chunk)
-            await stream.close()
+                await writer.write(chunk)
+            await writer.close()
+            await self._store.db["fs.files"].insert_one(
+                {
+                    "_id": file_id,
+                    "length": size,
+                    "chunkSize": CHUNK_BYTES,
+                    "uploadDate": datetime.now(UTC),
+                    "filename": filename,
+                    "metadata": metadata,
+                }
+            )
         except BaseException as exc:
-            await self._abort(stream)
+            await self._abort(file_id)
             if isinstance(exc, ConnectionFailure | ServerSelectionTimeoutError):
                 raise DatabaseUnavailable("the database is unreachable") from exc
             raise
         return StoredFile(size_bytes=size, content_hash=digest.hexdigest())
 
-    async def _abort(self, stream: Any) -> None:
+    async def _abort(self, file_id: int) -> None:
         try:
-            await stream.abort()
+            await self._store.db["fs.chunks"].delete_many({"files_id": file_id})
         except (ConnectionFailure, ServerSelectionTimeoutError):
             # Unreachable now; the orphaned chunks carry the resource id and
             # go with the experiment or project that owns it.
             pass
 
     async def download(self, file_id: int) -> AsyncIterator[bytes]:
-        """The file's bytes, chunk by chunk, opened at the first read."""
+        """The file's bytes, chunk by chunk, opened at the first read.
+
+        Chunks are fetched READ_BATCH_CHUNKS at a time: the driver's own
+        download stream takes them in batches of up to 16 MB. A chunk
+        missing or out of place stops the stream with FileDamaged, so that
+        nobody receives wrong bytes as if they were whole.
+        """
+        db = self._store.db
         try:
-            stream = await self._bucket.open_download_stream(file_id)
-            while chunk := await stream.readchunk():
-                yield chunk
-        except NoFile as exc:
-            raise NotFound(f"resource {file_id} has no data") from exc
+            found = await db["fs.files"].find_one({"_id": file_id}, {"length": 1})
+            if found is None:
+                raise NotFound(f"resource {file_id} has no data")
+            cursor = db["fs.chunks"].find(
+                {"files_id": file_id},
+                {"n": 1, "data": 1},
+                sort=[("n", 1)],
+                batch_size=READ_BATCH_CHUNKS,
+            )
+            sent = 0
+            async for number, chunk in _numbered(cursor):
+                if chunk["n"] != number:
+                    raise FileDamaged(f"resource {file_id} lacks chunk {number}")
+                data = bytes(chunk["data"])
+                sent += len(data)
+                yield data
+            if sent != found["length"]:
+                raise FileDamaged(f"resource {file_id} has {sent} of its bytes")
         except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
             raise DatabaseUnavailable("the database is unreachable") from exc
 
@@ -96,3 +138,48 @@ class Files:
             {"files_id": {"$in": file_ids}}, session=session
         )
         await db["fs.files"].delete_many({"_id": {"$in": file_ids}}, session=session)
+
+
+class _ChunkWriter:
+    """Cuts a stream of bytes into GridFS chunks of CHUNK_BYTES and inserts
+    them WRITE_BATCH_CHUNKS at a time, so that an upload holds about 1 MB
+    of itself in memory at any moment."""
+
+    def __init__(self, collection: Any, file_id: int) -> None:
+        self._collection = collection
+        self._file_id = file_id
+        self._pending = bytearray()
+        self._batch: list[dict[str, Any]] = []
+        self._count = 0
+
+    async def write(self, data: bytes) -> None:
+        """Take ``data``; insert the chunks it completes when a batch fills."""
+        self._pending += data
+        while len(self._pending) >= CHUNK_BYTES:
+            self._cut(CHUNK_BYTES)
+            if len(self._batch) >= WRITE_BATCH_CHUNKS:
+                await self._flush()
+
+    async def close(self) -> None:
+        """Insert what is left, the last (shorter) chunk included."""
+        if self._pending:
+            self._cut(len(self._pending))
+        await self._flush()
+
+    def _cut(self, length: int) -> None:
+        data = bytes(self._pending[:length])
+        del self._pending[:length]
+        self._batch.append({"files_id": self._file_id, "n": self._count, "data": data})
+        self._count += 1
+
+    async def _flush(self) -> None:
+        if self._batch:
+            await self._collection.insert_many(self._batch, ordered=True)
+            self._batch = []
+
+
+async def _numbered(cursor: Any) -> AsyncIterator[tuple[int, Any]]:
+    number = 0
+    async for doc in cursor:
+        yield number, doc
+        number += 1
