@@ -67,7 +67,7 @@ MONGO_LATENCY = Histogram(
 TRANSACTION_RETRIES = Counter(
     "deardiary_transaction_retries_total",
     "Transactions run again: after a transient error (transient), or after "
-    "a promotion lost a race to another (conflict).",
+    "a change lost a race to another (conflict).",
     ["cause"],
 )
 PROMOTIONS = Counter(

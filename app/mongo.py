@@ -6,6 +6,7 @@ move to PyMongo's own async API a change to this file alone.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from motor.motor_asyncio import (
@@ -54,12 +55,34 @@ class CommandTimer(monitoring.CommandListener):
         observe_command(event.command_name, False, event.duration_micros / 1e6)
 
 
-async def supports_transactions(client: Any) -> bool:
-    """True when the server is a replica set member or a mongos router."""
+@dataclass(frozen=True)
+class ServerFeatures:
+    """What the server can do beyond plain commands on one collection."""
+
+    # A replica set member or a mongos router.
+    transactions: bool = False
+    # $lookup sub-pipelines whose equality matches use indexes (5.0+).
+    joins: bool = False
+    # One bulkWrite command across collections (8.0+).
+    bulk_writes: bool = False
+
+
+# maxWireVersion of the first MongoDB releases with each feature.
+JOINS_WIRE_VERSION = 13  # 5.0
+BULK_WRITE_WIRE_VERSION = 25  # 8.0
+
+
+async def server_features(client: Any) -> ServerFeatures:
+    """What the server behind ``client`` supports, from its hello reply."""
     try:
         hello = await client.admin.command("hello")
     except NotImplementedError:
         # An in-process mock that cannot describe its topology has no
-        # sessions either.
-        return False
-    return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+        # sessions, no $lookup sub-pipelines and no bulkWrite either.
+        return ServerFeatures()
+    wire = int(hello.get("maxWireVersion", 0))
+    return ServerFeatures(
+        transactions=bool(hello.get("setName")) or hello.get("msg") == "isdbgrid",
+        joins=wire >= JOINS_WIRE_VERSION,
+        bulk_writes=wire >= BULK_WRITE_WIRE_VERSION,
+    )

@@ -27,7 +27,7 @@ from app import keys
 from app.embedded import EmbeddedStore
 from app.indexes import IndexCheck, apply_indexes
 from app.metrics import scrape_registry
-from app.mongo import open_client, supports_transactions
+from app.mongo import open_client, server_features
 from app.services import Services
 from app.services.users import ensure_admin
 from app.settings import Settings, check_auth
@@ -114,8 +114,8 @@ def _mongo(client: Any) -> Any:
 
 async def _open_store(app: web.Application, mongo: Any) -> None:
     settings = app[keys.SETTINGS]
-    transactions = await supports_transactions(mongo)
-    if not transactions:
+    features = await server_features(mongo)
+    if not features.transactions:
         log.warning(
             "MongoDB has no transactions (not a replica set): registry steps "
             "run one by one, unique indexes still hold the invariants"
@@ -124,7 +124,7 @@ async def _open_store(app: web.Application, mongo: Any) -> None:
     await apply_indexes(db)
     store = Store(
         db,
-        transactions=transactions,
+        features=features,
         retries=settings.transaction_retries,
         deadline_s=settings.request_timeout_seconds,
     )

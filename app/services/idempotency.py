@@ -25,7 +25,8 @@ from typing import Any
 
 from app.errors import IdempotencyKeyInFlight, IdempotencyKeyReused
 from app.schemas import now
-from app.store.database import Document, DuplicateKey, Session, Store
+from app.store.database import Document, Session, Store
+from app.store.errors import DuplicateKey
 
 log = logging.getLogger("deardiary.services.idempotency")
 

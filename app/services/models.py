@@ -14,7 +14,8 @@ from app.schemas import (
 from app.services.access import Access, Actor, Permission
 from app.services.base import Expected, Service, check_revision
 from app.services.history import EVENTS, History, version_counter
-from app.store.database import DuplicateKey, Session, Store
+from app.store.database import Session, Store
+from app.store.errors import DuplicateKey
 
 __all__ = ["ModelService", "version_counter"]
 

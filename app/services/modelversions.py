@@ -42,7 +42,8 @@ from app.services.base import (
     missing,
 )
 from app.services.history import EVENTS, Change, History, version_counter
-from app.store.database import Document, DuplicateKey, Session, Store
+from app.store.database import Document, Session, Store
+from app.store.errors import DuplicateKey
 
 log = logging.getLogger("deardiary.services.modelversions")
 

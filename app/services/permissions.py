@@ -10,7 +10,8 @@ from app.errors import Conflict, NotFound
 from app.schemas import UserPermission, UserPermissionCreate, UserPermissionUpdate
 from app.services.access import Actor
 from app.services.base import Expected, Service, check_revision, missing
-from app.store.database import Document, DuplicateKey, Session
+from app.store.database import Document, Session
+from app.store.errors import DuplicateKey
 
 
 class PermissionService(Service):

@@ -10,7 +10,8 @@ from app.errors import Conflict
 from app.schemas import Page, Project, ProjectCreate, ProjectUpdate, now
 from app.services.access import Actor, Permission
 from app.services.base import Expected, Service, missing
-from app.store.database import DuplicateKey, Session
+from app.store.database import Session
+from app.store.errors import DuplicateKey
 
 # Collections whose documents carry the owning project's id.
 OWNED = (

@@ -46,7 +46,8 @@ from app.services.base import (
     missing,
 )
 from app.settings import PREFIX, ConfigError
-from app.store.database import Document, DuplicateKey, Session, Store
+from app.store.database import Document, Session, Store
+from app.store.errors import DuplicateKey
 
 log = logging.getLogger("deardiary.services.users")
 

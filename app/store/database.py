@@ -1,35 +1,56 @@
 """The store: the only code that talks to MongoDB.
 
 It offers small document operations over integer-keyed collections, id
-counters and a transaction runner that degrades to plain steps where the
-server has no transactions. Driver errors are translated here: a duplicate
-key becomes `DuplicateKey`, an unreachable server `DatabaseUnavailable`.
+counters, reads and writes of several collections in one round trip where
+the server allows it (see `app.store.ops`), and a transaction runner that
+degrades to plain steps where the server has no transactions. Driver errors
+are translated at this boundary (see `app.store.errors`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
+import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 from pymongo import ReturnDocument
 from pymongo.errors import (
+    ClientBulkWriteException,
     ConnectionFailure,
     DuplicateKeyError,
     PyMongoError,
     ServerSelectionTimeoutError,
 )
 
-from app.errors import Conflict, DatabaseUnavailable
+from app.errors import DatabaseUnavailable
 from app.metrics import count_retry
+from app.mongo import ServerFeatures
+from app.store.errors import (
+    Contention,
+    DuplicateKey,
+    index_name,
+    translated,
+    unwrapped,
+)
+from app.store.ops import (
+    Insert,
+    Related,
+    Update,
+    Write,
+    bulk_plan,
+    counted_parent,
+    counted_total,
+    matched,
+    picked,
+    read_pipeline,
+)
 
 log = logging.getLogger("deardiary.store")
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 Document = dict[str, Any]
@@ -71,46 +92,6 @@ def on_commit(hook: CommitHook) -> Iterator[None]:
         _commit_hook.reset(token)
 
 
-class DuplicateKey(Conflict):
-    """A write hit a unique index; `index` names it."""
-
-    def __init__(self, index: str) -> None:
-        super().__init__(f"a unique rule was violated ({index})")
-        self.index = index
-
-
-def _index_name(exc: DuplicateKeyError) -> str:
-    details = exc.details or {}
-    message = str(details.get("errmsg", ""))
-    # The server names the index in the message ("index: <name> dup key"),
-    # but the key pattern is the structured part; prefer it.
-    pattern = details.get("keyPattern")
-    if isinstance(pattern, Mapping):
-        return ",".join(str(key) for key in pattern)
-    return message
-
-
-def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Turn driver errors of one store call into registry errors.
-
-    Inside a transaction connection errors pass through untouched: the
-    driver's transaction helper retries on their error labels.
-    """
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except DuplicateKeyError as exc:
-            raise DuplicateKey(_index_name(exc)) from exc
-        except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
-            if kwargs.get("session") is not None:
-                raise
-            raise DatabaseUnavailable("the database is unreachable") from exc
-
-    return wrapper
-
-
 class Store:
     """Document operations on the registry's database."""
 
@@ -118,12 +99,14 @@ class Store:
         self,
         db: Any,
         *,
-        transactions: bool,
+        features: ServerFeatures,
         retries: int = 50,
         deadline_s: float | None = None,
     ) -> None:
         self.db = db
-        self.transactions = transactions
+        self.transactions = features.transactions
+        self.joins = features.joins
+        self.bulk_writes = features.bulk_writes
         self.retries = retries
         # Bounds a whole transaction: the driver retries transient errors
         # for up to two minutes, too long for a caller during an outage.
@@ -208,6 +191,136 @@ class Store:
         return docs, total
 
     @translated
+    async def read_with(
+        self,
+        collection: str,
+        query: Document,
+        related: Mapping[str, Related],
+        *,
+        session: Session = None,
+    ) -> tuple[Document, dict[str, Any]] | None:
+        """The first document matching ``query`` and, by name, the
+        ``related`` documents of other collections; None without a match.
+
+        One aggregate where the server takes $lookup sub-pipelines, else
+        one find per document.
+        """
+        coll = self.db[collection]
+        if not self.joins:
+            main: Document | None = await coll.find_one(query, session=session)
+            if main is None:
+                return None
+            return main, await self._read_related(main, related, session)
+
+        pipeline, fields = read_pipeline(query, related)
+        found = await coll.aggregate(pipeline, session=session).to_list(length=1)
+        return picked(found[0], related, fields) if found else None
+
+    async def _read_related(
+        self, main: Document, related: Mapping[str, Related], session: Session
+    ) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for name, wanted in related.items():
+            coll = self.db[wanted.collection]
+            query = wanted.resolved(main)
+            if wanted.many:
+                cursor = coll.find(query, wanted.projection, session=session)
+                found[name] = await cursor.to_list(length=None)
+            else:
+                found[name] = await coll.find_one(
+                    query, wanted.projection, session=session
+                )
+        return found
+
+    @translated
+    async def page_under(
+        self,
+        parent: str,
+        parent_id: int,
+        parent_fields: Document,
+        collection: str,
+        query: Document,
+        *,
+        sort: str,
+        limit: int,
+        offset: int,
+    ) -> tuple[Document | None, list[Document], int]:
+        """The parent document (``parent_fields`` of it, or None), one page
+        of its children in ``collection``, sorted, and their total.
+
+        Two commands side by side where the server takes $lookup
+        sub-pipelines (the parent with the count, and the page), three
+        otherwise.
+        """
+        coll = self.db[collection]
+        cursor = coll.find(query).sort(sort, 1).skip(offset).limit(limit)
+        # MongoDB reads a limit of 0 as "no limit".
+        listed = cursor.to_list(length=limit) if limit else _nothing()
+        if not self.joins:
+            found, docs, total = await asyncio.gather(
+                self.db[parent].find_one({"_id": parent_id}, parent_fields),
+                listed,
+                coll.count_documents(query),
+            )
+            return found, docs, total
+
+        counted = self.db[parent].aggregate(
+            counted_parent(parent_id, parent_fields, collection, query)
+        )
+        parents, docs = await asyncio.gather(counted.to_list(length=1), listed)
+        if not parents:
+            return None, docs, 0
+        return parents[0], docs, counted_total(parents[0])
+
+    async def write(self, writes: list[Write], *, session: Session) -> None:
+        """Apply ``writes`` in order: as one bulkWrite inside a transaction
+        on a server that takes one, else one command each.
+
+        Raises `Contention` when a required write matches nothing; without
+        a transaction the writes before it stay applied.
+        """
+        # XXX SecantusDB 0.7 refuses the readConcern that the driver sends
+        # with the first command of a retried transaction, when that command
+        # is a bulkWrite; MongoDB takes it. Every body here reads before it
+        # writes (its writes follow from what it read), so none opens with
+        # a bulkWrite.
+        if session is not None and self.bulk_writes:
+            await self._write_bulk(writes, session=session)
+            return
+        for step in writes:
+            if not await self._write_one(step, session=session):
+                raise Contention(f"a write to {step.collection} matched nothing")
+
+    @translated
+    async def _write_bulk(self, writes: list[Write], *, session: Session) -> None:
+        plan = bulk_plan(writes, self.db.name)
+        try:
+            result = await self.db.client.bulk_write(
+                plan.models, session=session, verbose_results=True
+            )
+        except ClientBulkWriteException as exc:
+            raise unwrapped(exc) from None
+        for index in plan.required:
+            if not matched(result, index):
+                raise Contention(f"write {index} of a bulkWrite matched nothing")
+
+    @translated
+    async def _write_one(self, step: Write, *, session: Session) -> bool:
+        """Apply one write; False when a required one matched nothing."""
+        coll = self.db[step.collection]
+        if isinstance(step, Insert):
+            if step.docs:
+                await coll.insert_many(step.docs, session=session)
+            return True
+        if isinstance(step, Update):
+            change = coll.update_many if step.many else coll.update_one
+            updated = await change(step.query, step.update, session=session)
+            return bool(updated.matched_count) or not step.required
+        removal = coll.delete_many if step.many else coll.delete_one
+        deleted = await removal(step.query, session=session)
+        return bool(deleted.deleted_count) or not step.required
+
+    @translated
     async def insert(
         self, collection: str, doc: Document, *, session: Session = None
     ) -> None:
@@ -261,17 +374,15 @@ class Store:
         self,
         counter: str,
         *,
-        where: Document | None = None,
+        by: int = 1,
         field: str = "seq",
         session: Session = None,
     ) -> Document | None:
-        """Bump a counter and return it after the bump.
-
-        None when the counter is missing or does not match ``where``.
-        """
+        """Add ``by`` to a counter's ``field`` and return the counter after
+        the step; None when the counter is missing."""
         doc: Document | None = await self.db.counters.find_one_and_update(
-            {"_id": counter, **(where or {})},
-            {"$inc": {field: 1}},
+            {"_id": counter},
+            {"$inc": {field: by}},
             return_document=ReturnDocument.AFTER,
             session=session,
         )
@@ -304,25 +415,20 @@ class Store:
         return doc
 
     async def next_ids(self, counter: str, count: int) -> list[int]:
-        """``count`` fresh ids in one step, drawn outside any transaction."""
-        doc = await self.bump(counter, {"seq": count})
+        """``count`` fresh ids in one step, drawn outside any transaction so
+        writers never queue."""
+        doc = await self.increment(counter, by=count)
         if doc is None:
             await self.seed_counter(counter)
-            doc = await self.bump(counter, {"seq": count})
+            doc = await self.increment(counter, by=count)
         if doc is None:  # pragma: no cover - the seed just created it
             raise DatabaseUnavailable(f"counter {counter} could not be created")
         last = int(doc["seq"])
         return list(range(last - count + 1, last + 1))
 
     async def next_id(self, counter: str) -> int:
-        """A fresh id, drawn outside any transaction so writers never queue."""
-        doc = await self.increment(counter)
-        if doc is None:
-            await self.seed_counter(counter)
-            doc = await self.increment(counter)
-        if doc is None:  # pragma: no cover - the seed just created it
-            raise DatabaseUnavailable(f"counter {counter} could not be created")
-        return int(doc["seq"])
+        """A fresh id, drawn outside any transaction."""
+        return (await self.next_ids(counter, 1))[0]
 
     @translated
     async def seed_counter(
@@ -347,7 +453,8 @@ class Store:
         """Run ``body`` in a transaction, or as plain steps without one.
 
         The body may run more than once (the driver retries transient
-        conflicts), so it must have no effects outside the database. The
+        conflicts, and a body whose write met `Contention` runs again from
+        its reads), so it must have no effects outside the database. The
         request's commit hook, if any, runs at its end (see `on_commit`).
         An ``optional`` body is safe as plain steps: it gets a transaction
         only for a commit hook to join.
@@ -355,15 +462,28 @@ class Store:
         hook = _commit_hook.get()
         if hook is not None:
             body = _followed_by(body, hook)
-        if not self.transactions or (optional and hook is None):
-            return await body(None)
+        plain = not self.transactions or (optional and hook is None)
+        for attempt in range(self.retries):
+            try:
+                if plain:
+                    return await body(None)
+                return await self._in_transaction(body)
+            except Contention as exc:
+                log.debug("transaction body runs again (try %d): %s", attempt, exc)
+                count_retry("conflict")
+                await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+        raise DatabaseUnavailable(
+            "the change met too much contention to complete; retry"
+        )
+
+    async def _in_transaction(self, body: Callable[[Session], Awaitable[T]]) -> T:
         try:
             async with asyncio.timeout(self.deadline_s):
                 async with await self.db.client.start_session() as session:
                     result: T = await session.with_transaction(_counted(body))
                     return result
         except DuplicateKeyError as exc:
-            raise DuplicateKey(_index_name(exc)) from exc
+            raise DuplicateKey(index_name(exc)) from exc
         except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
             raise DatabaseUnavailable("the database is unreachable") from exc
         except TimeoutError as exc:
@@ -378,6 +498,10 @@ class Store:
         except PyMongoError:
             return False
         return True
+
+
+async def _nothing() -> list[Document]:
+    return []
 
 
 def _followed_by(

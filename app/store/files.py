@@ -15,7 +15,8 @@ from typing import Any
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 
 from app.errors import DatabaseUnavailable, NotFound, PayloadTooLarge, RegistryError
-from app.store.database import Session, Store, translated
+from app.store.database import Session, Store
+from app.store.errors import translated
 
 CHUNK_BYTES = 255 * 1024
 # Chunks per insert while uploading, and per batch while downloading:

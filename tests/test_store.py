@@ -1,0 +1,139 @@
+"""The store's reads and writes of several collections, and the
+transaction runner, on the unit-test store (no transactions, no joins).
+
+The same operations against a real server, in one command each, are in
+tests/integration/test_store_real.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.errors import DatabaseUnavailable
+from app.mongo import ServerFeatures
+from app.store.database import Session, Store
+from app.store.errors import Contention
+from app.store.ops import Delete, Insert, Ref, Related, Update
+
+PAGE: dict[str, Any] = {"sort": "_id", "limit": 2, "offset": 1}
+
+
+@pytest.fixture
+async def store(mongo: Any) -> Store:
+    db = mongo["store_tests"]
+    await db.counters.insert_one({"_id": "modelversion:7", "events": 2})
+    await db.models.insert_one({"_id": 7, "project_id": 1})
+    await db.modelversions.insert_many(
+        [{"_id": n, "model_id": 7, "stage_id": 3 if n == 2 else 1} for n in (1, 2, 3)]
+    )
+    return Store(db, features=ServerFeatures(), retries=3)
+
+
+async def test_read_with_reads_the_related_documents_of_a_match(store: Store) -> None:
+    found = await store.read_with(
+        "modelversions",
+        {"_id": 3},
+        {
+            "counter": Related(
+                "counters", {"_id": Ref("model_id", prefix="modelversion:")}
+            ),
+            "production": Related(
+                "modelversions",
+                {"model_id": Ref("model_id"), "stage_id": 3},
+                projection={"_id": 1},
+                many=True,
+            ),
+            "model": Related("models", {"_id": 8}),
+        },
+    )
+
+    assert found is not None
+    doc, related = found
+    assert doc["_id"] == 3
+    assert related == {
+        "counter": {"_id": "modelversion:7", "events": 2},
+        "production": [{"_id": 2}],
+        "model": None,
+    }
+
+
+async def test_read_with_answers_none_without_a_match(store: Store) -> None:
+    related = {"model": Related("models", {"_id": Ref("model_id")})}
+
+    assert await store.read_with("modelversions", {"_id": 99}, related) is None
+
+
+async def test_page_under_reads_the_parent_with_the_page(store: Store) -> None:
+    found, docs, total = await store.page_under(
+        "models", 7, {"project_id": 1}, "modelversions", {"model_id": 7}, **PAGE
+    )
+
+    assert found == {"_id": 7, "project_id": 1}
+    assert ([doc["_id"] for doc in docs], total) == ([2, 3], 3)
+
+
+async def test_page_under_a_missing_parent_finds_no_parent(store: Store) -> None:
+    found, _, total = await store.page_under(
+        "models", 8, {"project_id": 1}, "modelversions", {"model_id": 8}, **PAGE
+    )
+
+    assert (found, total) == (None, 0)
+
+
+async def test_writes_stop_at_a_required_write_that_matches_nothing(
+    store: Store,
+) -> None:
+    writes = [
+        Update("counters", {"_id": "modelversion:7"}, {"$inc": {"events": 1}}),
+        Delete("modelversions", {"_id": 99}, required=True),
+        Insert("modelversions", [{"_id": 4, "model_id": 7}]),
+    ]
+
+    with pytest.raises(Contention):
+        await store.write(writes, session=None)
+
+    # Without a transaction the step before stays; the one after never ran.
+    assert (await store.get("counters", "modelversion:7") or {})["events"] == 3
+    assert await store.get("modelversions", 4) is None
+
+
+async def test_a_body_that_met_contention_runs_again(store: Store) -> None:
+    runs = 0
+
+    async def body(session: Session) -> int:
+        nonlocal runs
+        runs += 1
+        # The first run expects a value that another writer moved on.
+        expected = 1 if runs == 1 else 2
+        await store.write(
+            [
+                Update(
+                    "counters",
+                    {"_id": "modelversion:7", "events": expected},
+                    {"$inc": {"events": 1}},
+                    required=True,
+                )
+            ],
+            session=session,
+        )
+        return runs
+
+    assert await store.transaction(body) == 2
+    assert (await store.get("counters", "modelversion:7") or {})["events"] == 3
+
+
+async def test_a_body_that_keeps_meeting_contention_gives_up_with_503(
+    store: Store,
+) -> None:
+    runs = 0
+
+    async def body(session: Session) -> None:
+        nonlocal runs
+        runs += 1
+        await store.write([Delete("models", {"_id": 99}, required=True)], session=None)
+
+    with pytest.raises(DatabaseUnavailable):
+        await store.transaction(body)
+    assert runs == store.retries
