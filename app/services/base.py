@@ -9,8 +9,7 @@ record that moved on answers 412 with its current entity tag.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 from app.errors import NotFound, PreconditionFailed, RegistryError
@@ -61,6 +60,25 @@ def check_revision(entity: str, doc: Document, expected: Expected) -> None:
     """Raise 412 unless ``doc`` is at one of the ``expected`` revisions."""
     if expected is not None and revision_of(doc) not in expected:
         raise stale(entity, doc)
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The record whose children a page lists: a project, or a record
+    that carries its project's id."""
+
+    collection: str
+    entity: str
+    id: int
+
+    @property
+    def fields(self) -> Document:
+        """What of the parent a page reads: enough to check access."""
+        return {"_id": 1} if self.collection == "projects" else {"project_id": 1}
+
+    def project_of(self, doc: Document) -> int:
+        """The id of the project that owns the parent ``doc``."""
+        return self.id if self.collection == "projects" else int(doc["project_id"])
 
 
 class Service:
@@ -125,23 +143,36 @@ class Service:
 
     async def _page(
         self,
-        parent_check: Awaitable[Any],
+        actor: Actor,
+        parent: Parent,
         query: Document,
         *,
         sort: str,
         limit: int,
         offset: int,
+        collection: str | None = None,
     ) -> tuple[list[Document], int]:
-        """A page of this collection once ``parent_check`` passes.
+        """A page of this collection (or ``collection``) under ``parent``,
+        if ``actor`` may read the parent; 404 as for the parent otherwise.
 
-        The check and the page's queries run side by side; a failed check
-        discards the page.
+        The parent is read in the same round trip as the page's documents
+        (see `Store.page_under`); a failed check discards the page.
         """
-        _, (docs, total) = await asyncio.gather(
-            parent_check,
-            self.store.page(
-                self.collection, query, sort=sort, limit=limit, offset=offset
-            ),
+        found, docs, total = await self.store.page_under(
+            parent.collection,
+            parent.id,
+            parent.fields,
+            collection or self.collection,
+            query,
+            sort=sort,
+            limit=limit,
+            offset=offset,
+        )
+        hidden = missing(parent.entity, parent.id)
+        if found is None:
+            raise hidden
+        await self.access.require(
+            actor, parent.project_of(found), Permission.READ, hidden=hidden
         )
         return docs, total
 

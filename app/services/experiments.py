@@ -14,7 +14,7 @@ from app.schemas import (
     now,
 )
 from app.services.access import Actor, Permission
-from app.services.base import Expected, Service, check_revision
+from app.services.base import Expected, Parent, Service, check_revision
 from app.store.database import Session
 
 
@@ -32,7 +32,8 @@ class ExperimentService(Service):
     ) -> Page[Experiment]:
         """The project's experiments, by id."""
         docs, total = await self._page(
-            self._require_project(actor, project_id, Permission.READ),
+            actor,
+            Parent("projects", "project", project_id),
             {"project_id": project_id},
             sort="_id",
             limit=limit,

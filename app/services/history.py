@@ -15,11 +15,9 @@ deletion, written in the transaction of the change it records.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from app.schemas import EventKind, ModelVersionEvent, Page, Stage, now
 from app.store.database import Document, Session, Store
@@ -113,18 +111,6 @@ class History:
         ]
         await self.store.insert_many(EVENTS, docs, session=session)
 
-    async def page(
-        self, check: Awaitable[Any], query: Document, *, limit: int, offset: int
-    ) -> Page[ModelVersionEvent]:
-        """A page of the events matching ``query``, oldest first, once
-        ``check`` passes; the check and the queries run side by side."""
-        _, (docs, total) = await asyncio.gather(
-            check,
-            self.store.page(EVENTS, query, sort="seq", limit=limit, offset=offset),
-        )
-        data = [ModelVersionEvent.from_doc(doc) for doc in docs]
-        return Page(data=data, total=total, limit=limit, offset=offset)
-
     async def production_at(self, model_id: int, moment: datetime) -> int | None:
         """The id of the version that was in PRODUCTION at ``moment``."""
         latest = await self.store.find_one(
@@ -140,6 +126,14 @@ class History:
             sort=[("seq", -1)],
         )
         return production_after(latest)
+
+
+def event_page(
+    docs: list[Document], total: int, *, limit: int, offset: int
+) -> Page[ModelVersionEvent]:
+    """A page of event documents as the API shows it."""
+    data = [ModelVersionEvent.from_doc(doc) for doc in docs]
+    return Page(data=data, total=total, limit=limit, offset=offset)
 
 
 def _event(

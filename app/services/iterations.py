@@ -12,7 +12,7 @@ from app.schemas import (
     now,
 )
 from app.services.access import Actor, Permission
-from app.services.base import NEXT_REVISION, Expected, Service, check_revision
+from app.services.base import NEXT_REVISION, Expected, Parent, Service, check_revision
 from app.store.database import Session
 
 
@@ -30,7 +30,8 @@ class IterationService(Service):
     ) -> Page[Iteration]:
         """The experiment's iterations, by id."""
         docs, total = await self._page(
-            self._load_experiment(actor, experiment_id, Permission.READ),
+            actor,
+            Parent("experiments", "experiment", experiment_id),
             {"experiment_id": experiment_id},
             sort="_id",
             limit=limit,

@@ -11,10 +11,10 @@ from app.schemas import (
     Page,
     now,
 )
-from app.services.access import Access, Actor, Permission
-from app.services.base import Expected, Service, check_revision
-from app.services.history import EVENTS, History, version_counter
-from app.store.database import Session, Store
+from app.services.access import Actor, Permission
+from app.services.base import Expected, Parent, Service, check_revision
+from app.services.history import EVENTS, event_page, version_counter
+from app.store.database import Session
 from app.store.errors import DuplicateKey
 
 __all__ = ["ModelService", "version_counter"]
@@ -23,10 +23,6 @@ __all__ = ["ModelService", "version_counter"]
 class ModelService(Service):
     collection = "models"
     entity = "model"
-
-    def __init__(self, store: Store, access: Access) -> None:
-        super().__init__(store, access)
-        self.events = History(store)
 
     async def get(self, actor: Actor, model_id: int) -> Model:
         """The model, if the actor may read its project."""
@@ -38,7 +34,8 @@ class ModelService(Service):
     ) -> Page[Model]:
         """The project's models, by id."""
         docs, total = await self._page(
-            self._require_project(actor, project_id, Permission.READ),
+            actor,
+            Parent("projects", "project", project_id),
             {"project_id": project_id},
             sort="_id",
             limit=limit,
@@ -52,12 +49,16 @@ class ModelService(Service):
     ) -> Page[ModelVersionEvent]:
         """The model's history, oldest first: every version registered,
         moved from stage to stage or deleted."""
-        return await self.events.page(
-            self._load(actor, model_id, Permission.READ),
+        docs, total = await self._page(
+            actor,
+            Parent(self.collection, self.entity, model_id),
             {"model_id": model_id},
+            collection=EVENTS,
+            sort="seq",
             limit=limit,
             offset=offset,
         )
+        return event_page(docs, total, limit=limit, offset=offset)
 
     async def create(self, actor: Actor, project_id: int, body: ModelCreate) -> int:
         """Register a model name in a project; names are unique there."""

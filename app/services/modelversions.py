@@ -37,11 +37,18 @@ from app.services.access import Access, Actor, Permission
 from app.services.base import (
     NEXT_REVISION,
     Expected,
+    Parent,
     Service,
     check_revision,
     missing,
 )
-from app.services.history import EVENTS, Change, History, version_counter
+from app.services.history import (
+    EVENTS,
+    Change,
+    History,
+    event_page,
+    version_counter,
+)
 from app.store.database import Document, Session, Store
 from app.store.errors import DuplicateKey
 
@@ -93,7 +100,8 @@ class ModelVersionService(Service):
         if stage_id is not None:
             query["stage_id"] = stage_id
         docs, total = await self._page(
-            self._load_from("models", "model", actor, model_id, Permission.READ),
+            actor,
+            Parent("models", "model", model_id),
             query,
             sort="version",
             limit=limit,
@@ -130,12 +138,16 @@ class ModelVersionService(Service):
         self, actor: Actor, version_id: int, *, limit: int, offset: int
     ) -> Page[ModelVersionEvent]:
         """The version's events, oldest first."""
-        return await self.events.page(
-            self._load(actor, version_id, Permission.READ),
+        docs, total = await self._page(
+            actor,
+            Parent(self.collection, self.entity, version_id),
             {"modelversion_id": version_id},
+            collection=EVENTS,
+            sort="seq",
             limit=limit,
             offset=offset,
         )
+        return event_page(docs, total, limit=limit, offset=offset)
 
     async def create(
         self, actor: Actor, model_id: int, body: ModelVersionCreate

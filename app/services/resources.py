@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from app.errors import Conflict, RegistryError
 from app.schemas import Page, Resource, ResourceCreate, ResourceUpdate, now
 from app.services.access import Actor, Permission
-from app.services.base import Expected, Service, check_revision, missing
+from app.services.base import Expected, Parent, Service, check_revision, missing
 from app.store.database import Session
 
 
@@ -30,7 +30,8 @@ class ResourceService(Service):
     ) -> Page[Resource]:
         """The experiment's resources, by id."""
         docs, total = await self._page(
-            self._load_experiment(actor, experiment_id, Permission.READ),
+            actor,
+            Parent("experiments", "experiment", experiment_id),
             {"experiment_id": experiment_id},
             sort="_id",
             limit=limit,

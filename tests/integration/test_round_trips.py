@@ -210,11 +210,6 @@ async def test_get_by_id_with_a_token_adds_one_command(watched_auth: Any) -> Non
     assert commands.names[-1] == "find"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TODO(#7): a page sends 3 commands: the parent's existence check, "
-    "the find and the count",
-)
 async def test_a_page_is_two_commands_in_flight_together(watched: Any) -> None:
     api, commands = watched
     ids = await lineage(api)
@@ -227,6 +222,32 @@ async def test_a_page_is_two_commands_in_flight_together(watched: Any) -> None:
     assert page["total"] == 4
     assert len(commands.names) <= 2, " ".join(commands.names)
     assert commands.widest == len(commands.names), "sent one after the other"
+
+
+async def test_an_empty_page_is_two_commands_in_flight_together(
+    watched: Any,
+) -> None:
+    api, commands = watched
+    ids = await lineage(api)
+
+    with commands.recording(hold=2):
+        page = await call(api, "GET", f"/modelversion/model/{ids['model_id']}", 200)
+
+    assert (page["data"], page["total"]) == ([], 0)
+    assert len(commands.names) <= 2, " ".join(commands.names)
+    assert commands.widest == len(commands.names), "sent one after the other"
+
+
+async def test_a_page_under_a_missing_parent_is_404_in_two_commands(
+    watched: Any,
+) -> None:
+    api, commands = watched
+    await lineage(api)
+
+    with commands.recording(hold=2):
+        await call(api, "GET", "/model/project/999", 404)
+
+    assert len(commands.names) <= 2, " ".join(commands.names)
 
 
 @pytest.mark.xfail(
