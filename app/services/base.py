@@ -17,6 +17,7 @@ from app.schemas import entity_tag
 from app.services.access import Access, Actor, Permission
 from app.store.database import Document, Session, Store
 from app.store.files import Files
+from app.store.ops import Update
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -228,13 +229,23 @@ class Service:
         session: Session = None,
     ) -> None:
         """Apply ``update`` and the next revision, if at ``expected``."""
-        query = {"_id": id_, **revision_query(expected)}
-        increments = {**update.get("$inc", {}), **NEXT_REVISION["$inc"]}
+        step = self._revised(id_, update, expected=expected)
         changed = await self.store.update(
-            self.collection, query, {**update, "$inc": increments}, session=session
+            self.collection, step.query, step.update, session=session
         )
         if not changed:
             raise await self._refusal(id_, session)
+
+    def _revised(
+        self, id_: int, update: Document, *, expected: Expected = None
+    ) -> Update:
+        """The write of ``update`` and the next revision to record ``id_``,
+        if at ``expected``; it must match (see `Update.required`)."""
+        query = {"_id": id_, **revision_query(expected)}
+        increments = {**update.get("$inc", {}), **NEXT_REVISION["$inc"]}
+        return Update(
+            self.collection, query, {**update, "$inc": increments}, required=True
+        )
 
     async def _remove(
         self, id_: int, *, expected: Expected = None, session: Session = None

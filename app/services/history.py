@@ -2,9 +2,12 @@
 deletion, written in the transaction of the change it records.
 
 - The events of one model are ordered by ``seq``, drawn from the model's
-  version counter inside the transaction. Every change that writes history
-  writes that counter, so two of them conflict and commit one after the
-  other: ``seq`` follows commit order.
+  version counter inside the transaction. The counter is read with the
+  change's other documents, and the change's writes claim the places by a
+  compare-and-set on the counter's ``events``: every change that writes
+  history writes that counter, so two of them conflict and commit one after
+  the other (or, without transactions, the loser finds the counter moved
+  and runs again): ``seq`` follows commit order.
 - The same step moves the counter's clock (``events_at``) forward to the
   current time, never back, and the events take their time from it; times
   never decrease along ``seq``, even between servers whose clocks differ.
@@ -17,17 +20,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from app.schemas import EventKind, ModelVersionEvent, Page, Stage, now
 from app.store.database import Document, Session, Store
+from app.store.ops import Insert, Ref, Related, Update, Write
 
 EVENTS = "modelversion_events"
+COUNTERS = "counters"
+_COUNTER_PREFIX = "modelversion:"
 
 
 def version_counter(model_id: int) -> str:
     """The counter that numbers a model's versions and orders its history."""
-    return f"modelversion:{model_id}"
+    return f"{_COUNTER_PREFIX}{model_id}"
+
+
+def counter_of(model_field: str) -> Related:
+    """The version counter of the model named by a document's
+    ``model_field``, to read along with that document."""
+    return Related(COUNTERS, {"_id": Ref(model_field, prefix=_COUNTER_PREFIX)})
 
 
 @dataclass(frozen=True)
@@ -44,11 +57,13 @@ class Change:
 @dataclass(frozen=True)
 class Slots:
     """Places reserved in a model's history: ``seq`` numbers from
-    ``first`` on, at time ``at``, and the version counter after the step."""
+    ``first`` on, at time ``at``, the version counter as the change leaves
+    it, and the write that claims them."""
 
     first: int
     at: datetime
     counter: Document
+    claim: Update
 
 
 def production_after(event: Document | None) -> int | None:
@@ -65,29 +80,31 @@ class History:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def reserve(
-        self,
-        model_id: int,
-        count: int,
-        *,
-        session: Session,
-        also: Mapping[str, int] | None = None,
-        where: Document | None = None,
-    ) -> Slots | None:
-        """Reserve ``count`` places in the model's history, adding ``also``
-        to the counter in the same step; None if the counter is gone or
-        does not match ``where``."""
-        counter = await self.store.bump(
-            version_counter(model_id),
-            {**(also or {}), "events": count},
-            where=where,
-            at_least={"events_at": now()},
-            session=session,
+    def reserve(
+        self, counter: Document, count: int, *, also: Mapping[str, int] | None = None
+    ) -> Slots:
+        """Reserve ``count`` places in the history of ``counter``'s model,
+        adding ``also`` to the counter in the same write.
+
+        Nothing is written until `record`; the claim is a compare-and-set
+        on the counter as read, so a change that read it before another
+        change wrote it runs again.
+        """
+        moment = max(_aware(counter.get("events_at")), now())
+        increments = {**(also or {}), "events": count}
+        after = {
+            **counter,
+            **{key: int(counter.get(key, 0)) + n for key, n in increments.items()},
+            "events_at": moment,
+        }
+        claim = Update(
+            COUNTERS,
+            {"_id": counter["_id"], "events": counter.get("events")},
+            {"$inc": increments, "$set": {"events_at": moment}},
+            required=True,
         )
-        if counter is None:
-            return None
-        first = int(counter["events"]) - count + 1
-        return Slots(first=first, at=counter["events_at"], counter=counter)
+        first = int(after["events"]) - count + 1
+        return Slots(first=first, at=moment, counter=after, claim=claim)
 
     async def record(
         self,
@@ -96,8 +113,11 @@ class History:
         slots: Slots,
         user_id: int,
         session: Session,
+        *,
+        writes: tuple[Write, ...] = (),
     ) -> None:
-        """Write one event per change, in order, in the caller's transaction;
+        """Write the change's ``writes`` and one event per change, in
+        order, with the claim of ``slots``, in the caller's transaction;
         ``ids`` holds at least one id per change.
 
         Automatic changes name the requested one among ``changes`` as their
@@ -109,7 +129,9 @@ class History:
             _event(id_, slots.first + offset, slots.at, change, user_id, cause)
             for offset, (id_, change) in enumerate(pairs)
         ]
-        await self.store.insert_many(EVENTS, docs, session=session)
+        await self.store.write(
+            [slots.claim, *writes, Insert(EVENTS, docs)], session=session
+        )
 
     async def production_at(self, model_id: int, moment: datetime) -> int | None:
         """The id of the version that was in PRODUCTION at ``moment``."""
@@ -134,6 +156,14 @@ def event_page(
     """A page of event documents as the API shows it."""
     data = [ModelVersionEvent.from_doc(doc) for doc in docs]
     return Page(data=data, total=total, limit=limit, offset=offset)
+
+
+def _aware(moment: Any) -> datetime:
+    """A stored time as an aware UTC datetime; the epoch for none (the
+    unit-test store hands back naive times)."""
+    if not isinstance(moment, datetime):
+        return datetime.fromtimestamp(0, UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _event(

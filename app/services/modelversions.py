@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -41,16 +42,20 @@ from app.services.base import (
     Service,
     check_revision,
     missing,
+    revision_query,
 )
 from app.services.history import (
+    COUNTERS,
     EVENTS,
     Change,
     History,
+    counter_of,
     event_page,
     version_counter,
 )
 from app.store.database import Document, Session, Store
 from app.store.errors import DuplicateKey
+from app.store.ops import Delete, Insert, Ref, Related, Update, Write
 
 log = logging.getLogger("deardiary.services.modelversions")
 
@@ -63,6 +68,19 @@ def _archived(version: Document) -> Change:
         Stage.ARCHIVED,
         requested=False,
     )
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A version as read for a change, with what its history needs."""
+
+    doc: Document
+    counter: Document | None = None
+    incumbents: list[Document] = field(default_factory=list)
+
+
+def _in_project(doc: Document | None, project_id: int) -> bool:
+    return doc is not None and doc.get("project_id") == project_id
 
 
 def _foreign(field: str, entity: str, id_: int) -> InvalidPayload:
@@ -152,40 +170,38 @@ class ModelVersionService(Service):
     async def create(
         self, actor: Actor, model_id: int, body: ModelVersionCreate
     ) -> int:
-        """Register the next version of a model from an iteration."""
-        if not actor.is_admin:
-            await self._load_from("models", "model", actor, model_id, Permission.CREATE)
+        """Register the next version of a model from an iteration.
+
+        The model's version counter, the iteration and the resource are
+        read in one step and the version, its event and the counter's bump
+        written in another (see `app.store.ops`); the permission check
+        needs no step of its own, the counter carrying the model's project.
+        """
         version_id, event_id = await asyncio.gather(
             self.store.next_id(self.collection), self.store.next_id(EVENTS)
         )
 
         async def register(session: Session) -> int:
-            project_id = await self._lineage_project(model_id, body, session)
-            slots = await self.events.reserve(
-                model_id,
-                1,
-                also={"seq": 1},
-                where={"project_id": project_id},
-                session=session,
-            )
-            if slots is None:
-                await self._require_model(model_id, session)
-                raise _foreign("iteration_id", "iteration", body.iteration_id)
-
+            counter = await self._registration_counter(actor, model_id, body, session)
+            slots = self.events.reserve(counter, 1, also={"seq": 1})
             doc = {
                 "_id": version_id,
                 "model_id": model_id,
-                "project_id": project_id,
+                "project_id": counter["project_id"],
                 "version": slots.counter["seq"],
                 **body.model_dump(),
                 "stage_id": Stage.NO_STAGE,
                 "created_date": slots.at,
                 "revision": 1,
             }
-            await self.store.insert(self.collection, doc, session=session)
             registered = Change(doc, EventKind.REGISTERED, None, Stage.NO_STAGE)
             await self.events.record(
-                [registered], [event_id], slots, actor.user_id, session
+                [registered],
+                [event_id],
+                slots,
+                actor.user_id,
+                session,
+                writes=(Insert(self.collection, [doc]),),
             )
             return version_id
 
@@ -237,17 +253,26 @@ class ModelVersionService(Service):
         event_id = await self.store.next_id(EVENTS)
 
         async def remove(session: Session) -> None:
-            doc = await self._load(
+            found = await self._load_for_history(
                 actor, version_id, Permission.DELETE, session=session
             )
-            check_revision(self.entity, doc, expected)
-            slots = await self.events.reserve(doc["model_id"], 1, session=session)
-            if slots is None:
+            check_revision(self.entity, found.doc, expected)
+            if found.counter is None:
                 raise missing(self.entity, version_id)  # the model went first
-            await self._remove(version_id, expected=expected, session=session)
-            deleted = Change(doc, EventKind.DELETED, doc["stage_id"], None)
+            slots = self.events.reserve(found.counter, 1)
+            removal = Delete(
+                self.collection,
+                {"_id": version_id, **revision_query(expected)},
+                required=True,
+            )
+            deleted = Change(found.doc, EventKind.DELETED, found.doc["stage_id"], None)
             await self.events.record(
-                [deleted], [event_id], slots, actor.user_id, session
+                [deleted],
+                [event_id],
+                slots,
+                actor.user_id,
+                session,
+                writes=(removal,),
             )
 
         await self.store.transaction(remove)
@@ -261,7 +286,21 @@ class ModelVersionService(Service):
         event_ids: list[int],
         session: Session,
     ) -> None:
-        doc = await self._load(actor, version_id, Permission.UPDATE, session=session)
+        if body.stage_id is None:
+            found = _Found(
+                await self._load(actor, version_id, Permission.UPDATE, session=session)
+            )
+        else:
+            # A stage change needs the model's counter and, for PRODUCTION,
+            # the incumbent: they are read with the version, in one step.
+            found = await self._load_for_history(
+                actor,
+                version_id,
+                Permission.UPDATE,
+                incumbents=body.stage_id == Stage.PRODUCTION,
+                session=session,
+            )
+        doc = found.doc
         check_revision(self.entity, doc, expected)
         changes = {
             key: value for key, value in body.changes().items() if doc.get(key) != value
@@ -274,57 +313,81 @@ class ModelVersionService(Service):
                 version_id, changes, when=now(), expected=expected, session=session
             )
             return
-        await self._change_stage(actor, doc, changes, expected, event_ids, session)
+        await self._change_stage(actor, found, changes, expected, event_ids, session)
 
     async def _change_stage(
         self,
         actor: Actor,
-        doc: Document,
+        found: _Found,
         changes: dict[str, Any],
         expected: Expected,
         event_ids: list[int],
         session: Session,
     ) -> None:
         """Move the version to another stage, archiving the incumbent when
-        it goes to PRODUCTION, and record both in the history."""
-        stage = changes["stage_id"]
-        incumbents = []
-        if stage == Stage.PRODUCTION:
-            incumbents = await self._in_production(doc, session)
+        it goes to PRODUCTION, and record both in the history.
+
+        The writes go in this order, in one step where the server allows:
+        the history's claim, the archiving (the index allows a single
+        PRODUCTION version at every moment), the change, the events.
+        """
+        doc, stage = found.doc, changes["stage_id"]
+        incumbents = found.incumbents if stage == Stage.PRODUCTION else []
         moved = Change(doc, EventKind.STAGE_CHANGED, doc["stage_id"], stage)
         events = [*(_archived(other) for other in incumbents), moved]
-        slots = await self.events.reserve(doc["model_id"], len(events), session=session)
-        if slots is None:
+        if found.counter is None:
             raise missing(self.entity, doc["_id"])  # its model is being deleted
+        slots = self.events.reserve(found.counter, len(events))
 
+        writes: list[Write] = []
         if incumbents:
-            await self._archive(incumbents, slots.at, session)
-        await self._set(
-            doc["_id"], changes, when=slots.at, expected=expected, session=session
-        )
+            writes.append(self._archive(incumbents, slots.at))
+        update = {"$set": {**changes, "updated_date": slots.at}}
+        writes.append(self._revised(doc["_id"], update, expected=expected))
         if len(event_ids) < len(events):
             event_ids = event_ids + await self.store.next_ids(
                 EVENTS, len(events) - len(event_ids)
             )
-        await self.events.record(events, event_ids, slots, actor.user_id, session)
-
-    async def _in_production(self, doc: Document, session: Session) -> list[Document]:
-        """The model's other PRODUCTION versions: one at most, by the index."""
-        return await self.store.find_all(
-            self.collection,
-            {
-                "model_id": doc["model_id"],
-                "stage_id": Stage.PRODUCTION,
-                "_id": {"$ne": doc["_id"]},
-            },
-            projection={"model_id": 1, "project_id": 1, "version": 1},
-            session=session,
+        await self.events.record(
+            events, event_ids, slots, actor.user_id, session, writes=tuple(writes)
         )
 
-    async def _archive(
-        self, versions: list[Document], moment: datetime, session: Session
-    ) -> None:
-        await self.store.update_many(
+    async def _load_for_history(
+        self,
+        actor: Actor,
+        version_id: int,
+        permission: Permission,
+        *,
+        incumbents: bool = False,
+        session: Session,
+    ) -> _Found:
+        """The version, if ``actor`` holds ``permission`` on it, with its
+        model's version counter and, with ``incumbents``, the model's other
+        PRODUCTION versions (one at most, by the index), in one read."""
+        related = {"counter": counter_of("model_id")}
+        if incumbents:
+            related["incumbents"] = Related(
+                self.collection,
+                {
+                    "model_id": Ref("model_id"),
+                    "stage_id": Stage.PRODUCTION,
+                    "_id": {"$ne": version_id},
+                },
+                projection={"model_id": 1, "project_id": 1, "version": 1},
+                many=True,
+            )
+        read = await self.store.read_with(
+            self.collection, {"_id": version_id}, related, session=session
+        )
+        hidden = missing(self.entity, version_id)
+        if read is None:
+            raise hidden
+        doc, extra = read
+        await self.access.require(actor, doc["project_id"], permission, hidden=hidden)
+        return _Found(doc, extra["counter"], extra.get("incumbents", []))
+
+    def _archive(self, versions: list[Document], moment: datetime) -> Update:
+        return Update(
             self.collection,
             {
                 "_id": {"$in": [version["_id"] for version in versions]},
@@ -334,7 +397,7 @@ class ModelVersionService(Service):
                 "$set": {"stage_id": Stage.ARCHIVED, "updated_date": moment},
                 **NEXT_REVISION,
             },
-            session=session,
+            many=True,
         )
 
     async def _production_at(
@@ -355,37 +418,45 @@ class ModelVersionService(Service):
             )
         return ModelVersion.from_doc(doc)  # type: ignore[no-any-return]
 
-    async def _lineage_project(
-        self, model_id: int, body: ModelVersionCreate, session: Session
-    ) -> int:
-        """The project of the iteration (and resource) a version names.
+    async def _registration_counter(
+        self, actor: Actor, model_id: int, body: ModelVersionCreate, session: Session
+    ) -> Document:
+        """The model's version counter, once the actor may register a
+        version of the model from the iteration (and resource) named.
 
-        The model's own project is read only when the lineage is refused,
-        to blame the right field: an iteration of another project must be
-        refused as such even when the resource is the model's, or the
-        answer would tell that the iteration exists. A missing model is
-        404 before any of that.
+        A missing model is 404, an unreadable one too, and the lineage is
+        checked after that: an iteration of another project is refused as
+        such even when the resource is the model's, or the answer would
+        tell that the iteration exists.
         """
-        iteration = await self.store.find_one(
-            "iterations",
-            {"_id": body.iteration_id},
-            projection={"project_id": 1},
-            session=session,
+        related = {
+            "iteration": Related(
+                "iterations", {"_id": body.iteration_id}, projection={"project_id": 1}
+            )
+        }
+        if body.resource_id is not None:
+            related["resource"] = Related(
+                "resources", {"_id": body.resource_id}, projection={"project_id": 1}
+            )
+        read = await self.store.read_with(
+            COUNTERS, {"_id": version_counter(model_id)}, related, session=session
         )
-        if iteration is None:
-            await self._require_model(model_id, session)
-            raise _foreign("iteration_id", "iteration", body.iteration_id)
-        project_id = int(iteration["project_id"])
+        hidden = missing("model", model_id)
+        if read is None:
+            raise hidden
+        counter, found = read
+        # A counter older than the project field belongs to no project, so
+        # every lineage is refused for it (ids start at 1).
+        project_id = int(counter.get("project_id", 0))
+        await self.access.require(actor, project_id, Permission.CREATE, hidden=hidden)
 
-        if body.resource_id is not None and not await self.store.exists(
-            "resources",
-            {"_id": body.resource_id, "project_id": project_id},
-            session=session,
+        if not _in_project(found["iteration"], project_id):
+            raise _foreign("iteration_id", "iteration", body.iteration_id)
+        if body.resource_id is not None and not _in_project(
+            found["resource"], project_id
         ):
-            if await self._model_project(model_id, session) != project_id:
-                raise _foreign("iteration_id", "iteration", body.iteration_id)
             raise _foreign("resource_id", "resource", body.resource_id)
-        return project_id
+        return counter
 
     async def _require_resource(
         self, doc: Document, resource_id: int, session: Session
@@ -402,21 +473,3 @@ class ModelVersionService(Service):
         await self.store.increment(
             version_counter(doc["model_id"]), field="guard", session=session
         )
-
-    async def _require_model(self, model_id: int, session: Session) -> None:
-        if not await self.store.exists(
-            "counters", {"_id": version_counter(model_id)}, session=session
-        ):
-            raise missing("model", model_id)
-
-    async def _model_project(self, model_id: int, session: Session) -> int:
-        """The model's project, from its version counter; 404 if missing."""
-        counter = await self.store.find_one(
-            "counters",
-            {"_id": version_counter(model_id)},
-            projection={"project_id": 1},
-            session=session,
-        )
-        if counter is None:
-            raise missing("model", model_id)
-        return int(counter["project_id"])

@@ -388,32 +388,6 @@ class Store:
         )
         return doc
 
-    @translated
-    async def bump(
-        self,
-        counter: str,
-        increments: Mapping[str, int],
-        *,
-        where: Document | None = None,
-        at_least: Document | None = None,
-        session: Session = None,
-    ) -> Document | None:
-        """Add ``increments`` to a counter's fields, raise the fields of
-        ``at_least`` to at least the values given, and return the counter.
-
-        None when the counter is missing or does not match ``where``.
-        """
-        update: Document = {"$inc": dict(increments)}
-        if at_least:
-            update["$max"] = at_least
-        doc: Document | None = await self.db.counters.find_one_and_update(
-            {"_id": counter, **(where or {})},
-            update,
-            return_document=ReturnDocument.AFTER,
-            session=session,
-        )
-        return doc
-
     async def next_ids(self, counter: str, count: int) -> list[int]:
         """``count`` fresh ids in one step, drawn outside any transaction so
         writers never queue."""

@@ -148,8 +148,8 @@ async def test_failure_inside_the_transaction_leaves_neither_change_nor_events(
     )
     record = History.record
 
-    async def record_then_fail(self: History, *args: Any) -> None:
-        await record(self, *args)
+    async def record_then_fail(self: History, *args: Any, **kwargs: Any) -> None:
+        await record(self, *args, **kwargs)
         raise RuntimeError("injected after the events were written")
 
     monkeypatch.setattr(History, "record", record_then_fail)
@@ -172,8 +172,8 @@ async def test_failed_registration_leaves_no_version_event_or_number(
     await register(real, ids["model_id"], ids["iteration_id"])
     record = History.record
 
-    async def record_then_fail(self: History, *args: Any) -> None:
-        await record(self, *args)
+    async def record_then_fail(self: History, *args: Any, **kwargs: Any) -> None:
+        await record(self, *args, **kwargs)
         raise RuntimeError("injected after the event was written")
 
     monkeypatch.setattr(History, "record", record_then_fail)

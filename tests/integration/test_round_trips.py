@@ -250,10 +250,6 @@ async def test_a_page_under_a_missing_parent_is_404_in_two_commands(
     assert len(commands.names) <= 2, " ".join(commands.names)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TODO(#7): a registration with its artifact sends 8 commands",
-)
 async def test_a_registration_is_at_most_five_commands(watched: Any) -> None:
     api, commands = watched
     ids = await _versions(api, 1)
@@ -266,10 +262,6 @@ async def test_a_registration_is_at_most_five_commands(watched: Any) -> None:
     assert len(commands.names) <= 5, " ".join(commands.names)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TODO(#7): a promotion over an incumbent sends 8 commands",
-)
 async def test_a_promotion_is_at_most_four_commands(watched: Any) -> None:
     api, commands = watched
     first, second = (await _versions(api, 2))["versions"]
@@ -283,6 +275,36 @@ async def test_a_promotion_is_at_most_four_commands(watched: Any) -> None:
 
 
 # Auth on ---------------------------------------------------------------------
+
+
+async def test_a_registration_with_a_token_adds_one_command(
+    watched_auth: Any,
+) -> None:
+    api, commands = watched_auth
+    admin = await _log_in(api, "root")
+    ids = await _versions(admin, 1)
+    writer = await _user(admin, api, ids["project_id"], "writer", "create")
+    body = {"iteration_id": ids["iteration_id"], "resource_id": ids["resource_id"]}
+
+    with commands.recording():
+        await post_json(writer, f"/modelversion/model/{ids['model_id']}", body)
+
+    # The user with their flags; the model's project comes with the lineage.
+    assert len(commands.names) <= 5 + 1, " ".join(commands.names)
+
+
+async def test_a_promotion_with_a_token_adds_one_command(watched_auth: Any) -> None:
+    api, commands = watched_auth
+    admin = await _log_in(api, "root")
+    ids = await _versions(admin, 2)
+    first, second = ids["versions"]
+    await patch_json(admin, f"/modelversion/{first}", {"stage_id": PRODUCTION})
+    writer = await _user(admin, api, ids["project_id"], "writer", "update")
+
+    with commands.recording():
+        await patch_json(writer, f"/modelversion/{second}", {"stage_id": PRODUCTION})
+
+    assert len(commands.names) <= 4 + 1, " ".join(commands.names)
 
 
 class _Bearer:
@@ -308,16 +330,24 @@ async def _log_in(api: TestClient, username: str) -> Any:
 
 async def _reader(admin: Any, api: TestClient, project_id: int) -> Any:
     """A user who may read the project, logged in."""
+    return await _user(admin, api, project_id, "reader")
+
+
+async def _user(
+    admin: Any, api: TestClient, project_id: int, username: str, *flags: str
+) -> Any:
+    """A user who may read the project and do ``flags`` in it, logged in."""
     created = await post_json(
-        admin, "/user", {"username": "reader", "password": PASSWORD}
+        admin, "/user", {"username": username, "password": PASSWORD}
     )
-    flags = {
-        "create_permission": False,
-        "read_permission": True,
-        "update_permission": False,
-        "delete_permission": False,
+    granted = {"read", *flags}
+    permissions = {
+        f"{flag}_permission": flag in granted
+        for flag in ("create", "read", "update", "delete")
     }
     await post_json(
-        admin, f"/userpermission/user/{created['user_id']}/project/{project_id}", flags
+        admin,
+        f"/userpermission/user/{created['user_id']}/project/{project_id}",
+        permissions,
     )
-    return await _log_in(api, "reader")
+    return await _log_in(api, username)
