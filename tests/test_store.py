@@ -13,7 +13,7 @@ import pytest
 
 from app.errors import DatabaseUnavailable
 from app.mongo import ServerFeatures
-from app.store.database import Session, Store
+from app.store.database import Session, Store, _counted, retry_pause
 from app.store.errors import Contention
 from app.store.ops import Delete, Insert, Ref, Related, Update
 
@@ -137,3 +137,27 @@ async def test_a_body_that_keeps_meeting_contention_gives_up_with_503(
     with pytest.raises(DatabaseUnavailable):
         await store.transaction(body)
     assert runs == store.retries
+
+
+async def test_a_rerun_after_a_transient_error_waits_a_jittered_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    async def body(session: Any) -> str:
+        return "done"
+
+    monkeypatch.setattr("app.store.database.asyncio.sleep", sleep)
+    monkeypatch.setattr("app.store.database.random.random", lambda: 1.0)
+    counted = _counted(body)
+
+    results = [await counted(None) for _ in range(4)]
+
+    assert results == ["done"] * 4
+    # The first run does not wait; each rerun waits longer, up to the cap.
+    assert pauses == [retry_pause(1), retry_pause(2), retry_pause(3)]
+    assert pauses == sorted(pauses) and pauses[0] > 0
+    assert retry_pause(100) == 0.5

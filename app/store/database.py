@@ -489,10 +489,24 @@ def _followed_by(
     return steps
 
 
+# The pause before a transaction runs again after a transient error: a
+# random share of 5 ms, growing by half each time up to 500 ms, as PyMongo's
+# own async with_transaction does. Motor's runs again at once, which turns
+# contention on one document (a model's counter) into a storm of aborts.
+BACKOFF_INITIAL_S = 0.005
+BACKOFF_MAX_S = 0.5
+
+
+def retry_pause(retry: int) -> float:
+    """The most a transaction waits before its ``retry``-th rerun."""
+    return float(min(BACKOFF_INITIAL_S * 1.5**retry, BACKOFF_MAX_S))
+
+
 def _counted(
     body: Callable[[Session], Awaitable[T]],
 ) -> Callable[[Session], Awaitable[T]]:
-    """``body``, counting every run after the first as a retry."""
+    """``body``, counting every run after the first as a retry, each after
+    a jittered pause."""
     runs = 0
 
     async def counted(session: Session) -> T:
@@ -500,6 +514,7 @@ def _counted(
         runs += 1
         if runs > 1:
             count_retry("transient")
+            await asyncio.sleep(random.random() * retry_pause(runs - 1))
         return await body(session)
 
     return counted
