@@ -1,7 +1,7 @@
 """Running a test with authentication off and on.
 
-A test module declares a ``caller`` fixture parametrized over `MODES` that
-enters `serve_as`; the test then drives the real app through that caller:
+The ``caller`` fixture of `tests.conftest` is parametrized over `MODES` and
+enters `serve_as`; a test then drives the real app through that caller:
 
 - ``auth off``: requests carry no token and act as the admin;
 - ``auth on``: requests carry the token of a member who is no admin but
@@ -22,6 +22,7 @@ from app.settings import Settings
 from tests.conftest import (
     ADMIN_PASSWORD,
     ADMIN_USERNAME,
+    AUTH_MODES,
     JWT_SECRET,
     USER_PASSWORD,
     Caller,
@@ -29,9 +30,8 @@ from tests.conftest import (
     log_in,
 )
 
-AUTH_OFF = "auth off"
-AUTH_ON = "auth on"
-MODES = [AUTH_OFF, AUTH_ON]
+AUTH_OFF, AUTH_ON = AUTH_MODES
+MODES = list(AUTH_MODES)
 
 
 class Member(Caller):

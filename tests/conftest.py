@@ -42,6 +42,22 @@ async def api(settings: Settings, mongo: Any) -> AsyncIterator[TestClient]:
         yield client
 
 
+# The two ways the feature tests drive the app (see `tests.auth_modes`).
+AUTH_MODES = ("auth off", "auth on")
+
+
+@pytest.fixture(params=AUTH_MODES)
+async def caller(
+    request: pytest.FixtureRequest, settings: Settings, mongo: Any
+) -> AsyncIterator[Caller]:
+    """The app with authentication off, then on (see `tests.auth_modes`)."""
+    # Imported here: tests.auth_modes builds on this module.
+    from tests.auth_modes import serve_as
+
+    async with serve_as(request.param, settings, mongo) as caller:
+        yield caller
+
+
 # Authentication on ---------------------------------------------------------
 #
 # `auth_api` is the app with authentication on; `admin` sends every request

@@ -4,7 +4,7 @@ PATCH and DELETE as one compare-and-set."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from app import keys
 from app.client import ClientError, connect
 from app.settings import Settings
-from tests.auth_modes import MODES, serve_as, url_of
+from tests.auth_modes import url_of
 from tests.conftest import Caller
 from tests.helpers import (
     contents,
@@ -35,15 +35,6 @@ PRODUCTION = 3
 def settings(settings: Settings) -> Settings:
     """The test settings with a cheap bcrypt cost: every world has a user."""
     return settings.model_copy(update={"bcrypt_rounds": 4})
-
-
-@pytest.fixture(params=MODES)
-async def caller(
-    request: pytest.FixtureRequest, settings: Settings, mongo: Any
-) -> AsyncIterator[Caller]:
-    """The app with authentication off, then on (see `tests.auth_modes`)."""
-    async with serve_as(request.param, settings, mongo) as caller:
-        yield caller
 
 
 async def _world(api: TestClient) -> dict[str, int]:

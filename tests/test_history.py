@@ -4,7 +4,6 @@ automatic archiving included) and deletions, oldest first."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from app.client import EventKind, Pagination, connect, connect_sync
 from app.services.history import production_after
 from app.settings import Settings
-from tests.auth_modes import MODES, serve_as, url_of
+from tests.auth_modes import url_of
 from tests.conftest import Caller
 from tests.helpers import (
     database,
@@ -39,15 +38,6 @@ EVENT_FIELDS = {
     "requested",
     "caused_by",
 }
-
-
-@pytest.fixture(params=MODES)
-async def caller(
-    request: pytest.FixtureRequest, settings: Settings, mongo: Any
-) -> AsyncIterator[Caller]:
-    """The app with authentication off, then on (see `tests.auth_modes`)."""
-    async with serve_as(request.param, settings, mongo) as caller:
-        yield caller
 
 
 async def _stage(caller: Any, version_id: int, stage_id: int) -> None:

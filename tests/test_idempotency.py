@@ -41,15 +41,6 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"bcrypt_rounds": 4})
 
 
-@pytest.fixture(params=MODES)
-async def caller(
-    request: pytest.FixtureRequest, settings: Settings, mongo: Any
-) -> AsyncIterator[Caller]:
-    """The app with authentication off, then on (see `tests.auth_modes`)."""
-    async with serve_as(request.param, settings, mongo) as caller:
-        yield caller
-
-
 async def _send(api: Any, method: str, path: str, key: str, **kwargs: Any) -> Any:
     headers = {KEY: key, **kwargs.pop("headers", {})}
     response = await api.request(method, path, headers=headers, **kwargs)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
@@ -15,8 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from app import keys
 from app.client import Pagination, Stage, connect, connect_sync
-from app.settings import Settings
-from tests.auth_modes import MODES, serve_as, url_of
+from tests.auth_modes import url_of
 from tests.conftest import Caller
 from tests.helpers import (
     delete,
@@ -30,15 +28,6 @@ from tests.helpers import (
 )
 
 NO_STAGE, STAGING, PRODUCTION, ARCHIVED = 1, 2, 3, 4
-
-
-@pytest.fixture(params=MODES)
-async def caller(
-    request: pytest.FixtureRequest, settings: Settings, mongo: Any
-) -> AsyncIterator[Caller]:
-    """The app with authentication off, then on (see `tests.auth_modes`)."""
-    async with serve_as(request.param, settings, mongo) as caller:
-        yield caller
 
 
 async def _stage(caller: Any, version_id: int, stage_id: int) -> None:
