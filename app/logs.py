@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web import RequestPayloadError
 
 from app.settings import Settings
 
@@ -63,18 +64,31 @@ class MalformedRequestFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, HttpProcessingError):
+        exc = _parser_error(record.exc_info[1] if record.exc_info else None)
+        if exc is None:
             return True
         level = min(record.levelno, logging.INFO)
         if not logging.getLogger(record.name).isEnabledFor(level):
             return False
         record.levelno, record.levelname = level, logging.getLevelName(level)
         record.msg = "malformed request from %s answered %d (%s)"
-        remote = record.args[0] if isinstance(record.args, tuple) else "?"
+        args = record.args if isinstance(record.args, tuple) else ()
+        remote = args[0] if args else "?"
         record.args = (remote, exc.code, type(exc).__name__)
         record.exc_info = record.exc_text = None
         return True
+
+
+def _parser_error(exc: BaseException | None) -> HttpProcessingError | None:
+    """The parser's error behind ``exc``, if that is what it is.
+
+    A body that does not decode (bad gzip data, a broken chunk) surfaces
+    as RequestPayloadError when aiohttp drains what the handler left
+    unread, after the handler answered; its cause is the parser's error.
+    """
+    if isinstance(exc, RequestPayloadError):
+        exc = exc.__cause__
+    return exc if isinstance(exc, HttpProcessingError) else None
 
 
 def configure(settings: Settings) -> None:

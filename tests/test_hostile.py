@@ -494,9 +494,11 @@ async def test_json_body_that_does_not_decompress_is_400(
     body = b"this is not compressed data at all"
     headers = {**_json(), "Content-Encoding": encoding}
 
-    await refused(
+    message = await refused(
         api, "POST", "/project", 400, "INVALID_JSON", data=body, headers=headers
     )
+
+    assert message == f"the request body could not be decoded as {encoding} data"
 
 
 async def test_upload_that_does_not_decompress_is_422_and_stores_nothing(

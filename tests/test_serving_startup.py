@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError
 from aiohttp.test_utils import TestClient
+from aiohttp.web import RequestPayloadError
 
 from app import __main__ as entry
 from app import embedded, serve
@@ -254,3 +255,30 @@ def test_a_malformed_request_below_the_level_is_dropped(
     )
 
     assert not MalformedRequestFilter().filter(record)
+
+
+def test_a_body_that_did_not_decode_is_one_info_line(restore_logging: None) -> None:
+    configure(Settings())
+    # What aiohttp logs when it drains a body that is not the gzip data
+    # its Content-Encoding says, after the handler answered 400.
+    try:
+        try:
+            raise ContentEncodingError("Can not decode content-encoding: gzip")
+        except ContentEncodingError as cause:
+            raise RequestPayloadError("payload error") from cause
+    except RequestPayloadError:
+        exc_info = sys.exc_info()
+    record = logging.makeLogRecord(
+        {
+            "name": "aiohttp.server",
+            "levelno": logging.ERROR,
+            "msg": "Unhandled exception",
+            "exc_info": exc_info,
+        }
+    )
+
+    assert MalformedRequestFilter().filter(record)
+    assert record.levelno == logging.INFO and record.exc_info is None
+    assert record.getMessage() == (
+        "malformed request from ? answered 400 (ContentEncodingError)"
+    )

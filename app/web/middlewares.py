@@ -174,8 +174,10 @@ def _from_http(request: web.Request, exc: web.HTTPException) -> RegistryError:
     return InvalidJSON(exc.reason)
 
 
-def _unreadable(request: web.Request, exc: Exception) -> RegistryError:
-    message = f"the request body could not be decoded: {exc}"
+def _unreadable(request: web.Request) -> RegistryError:
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    how = f"as {encoding} data" if encoding else "in its transfer encoding"
+    message = f"the request body could not be decoded {how}"
     if request.content_type.startswith("multipart/"):
         return InvalidPayload(message)
     return InvalidJSON(message)
@@ -192,10 +194,10 @@ async def error_envelope(request: web.Request, handler: Handler) -> web.StreamRe
         if exc.status < 400:
             raise
         return responses.error(_from_http(request, exc))
-    except web.RequestPayloadError as exc:
+    except web.RequestPayloadError:
         # A body aiohttp could not decode: bad compressed data, a broken
         # chunked encoding. The client's fault, like any other bad body.
-        return responses.error(_unreadable(request, exc))
+        return responses.error(_unreadable(request))
     except ConnectionFailure:
         return responses.error(DatabaseUnavailable("the database is unreachable"))
     except (Exception, PyMongoError):
