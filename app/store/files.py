@@ -37,6 +37,31 @@ class FileDamaged(RegistryError):
     """A file's chunks do not add up to the file: a bug or a damaged store."""
 
 
+class Hashed:
+    """Counts and hashes the bytes of a stream as they pass; more than
+    ``max_bytes`` of them is PayloadTooLarge."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    async def through(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``chunks``, counted and hashed on their way."""
+        async for chunk in chunks:
+            self.size += len(chunk)
+            if self.size > self._max_bytes:
+                raise PayloadTooLarge(
+                    f"file is larger than the limit of {self._max_bytes} bytes"
+                )
+            self._digest.update(chunk)
+            yield chunk
+
+    def hexdigest(self) -> str:
+        """The sha256 of the bytes so far, in hex."""
+        return self._digest.hexdigest()
+
+
 class Files:
     """GridFS operations keyed by resource id."""
 
@@ -60,23 +85,16 @@ class Files:
         encodes them). The file's document goes last: until it exists no
         reader sees the file, and a failure removes the chunks written.
         """
-        digest = hashlib.sha256()
-        size = 0
+        hashed = Hashed(max_bytes)
         writer = _ChunkWriter(self._store.db["fs.chunks"], file_id)
         try:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise PayloadTooLarge(
-                        f"file is larger than the limit of {max_bytes} bytes"
-                    )
-                digest.update(chunk)
+            async for chunk in hashed.through(chunks):
                 await writer.write(chunk)
             await writer.close()
             await self._store.db["fs.files"].insert_one(
                 {
                     "_id": file_id,
-                    "length": size,
+                    "length": hashed.size,
                     "chunkSize": CHUNK_BYTES,
                     "uploadDate": datetime.now(UTC),
                     "filename": filename,
@@ -88,7 +106,7 @@ class Files:
             if isinstance(exc, ConnectionFailure | ServerSelectionTimeoutError):
                 raise DatabaseUnavailable("the database is unreachable") from exc
             raise
-        return StoredFile(size_bytes=size, content_hash=digest.hexdigest())
+        return StoredFile(size_bytes=hashed.size, content_hash=hashed.hexdigest())
 
     async def _abort(self, file_id: int) -> None:
         try:
@@ -117,12 +135,13 @@ class Files:
                 sort=[("n", 1)],
                 batch_size=READ_BATCH_CHUNKS,
             )
-            sent = 0
-            async for number, chunk in _numbered(cursor):
+            sent = number = 0
+            async for chunk in cursor:
                 if chunk["n"] != number:
                     raise FileDamaged(f"resource {file_id} lacks chunk {number}")
                 data = bytes(chunk["data"])
                 sent += len(data)
+                number += 1
                 yield data
             if sent != found["length"]:
                 raise FileDamaged(f"resource {file_id} has {sent} of its bytes")
@@ -177,10 +196,3 @@ class _ChunkWriter:
         if self._batch:
             await self._collection.insert_many(self._batch, ordered=True)
             self._batch = []
-
-
-async def _numbered(cursor: Any) -> AsyncIterator[tuple[int, Any]]:
-    number = 0
-    async for doc in cursor:
-        yield number, doc
-        number += 1

@@ -7,7 +7,6 @@ is stored; the bytes then flow to GridFS chunk by chunk.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -18,10 +17,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader
 
 from app import keys
-from app.errors import InvalidPayload, PayloadTooLarge
+from app.errors import InvalidPayload
 from app.schemas import DESCRIPTION_MAX, ResourceCreate
 from app.services.idempotency import Answer
-from app.store.files import CHUNK_BYTES
+from app.store.files import CHUNK_BYTES, Hashed
 from app.web import responses
 from app.web.handlers import actor, service
 from app.web.idempotency import once
@@ -81,14 +80,10 @@ async def upload(request: web.Request) -> web.StreamResponse:
 
 async def _sha256(chunks: AsyncIterator[bytes], max_bytes: int) -> str:
     """The hex sha256 of ``chunks``, read to the end but not kept."""
-    digest = hashlib.sha256()
-    size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"file is larger than the limit of {max_bytes} bytes")
-        digest.update(chunk)
-    return digest.hexdigest()
+    hashed = Hashed(max_bytes)
+    async for _ in hashed.through(chunks):
+        pass
+    return hashed.hexdigest()
 
 
 async def download(request: web.Request) -> web.StreamResponse:
