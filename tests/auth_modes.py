@@ -23,11 +23,11 @@ from tests.conftest import (
     ADMIN_PASSWORD,
     ADMIN_USERNAME,
     AUTH_MODES,
-    JWT_SECRET,
     USER_PASSWORD,
     Caller,
     grant,
     log_in,
+    with_auth,
 )
 
 AUTH_OFF, AUTH_ON = AUTH_MODES
@@ -54,19 +54,6 @@ class Member(Caller):
             project_id = (await response.json())["project_id"]
             await grant(self.admin, int(self.user_id or 0), project_id, "crud")
         return response
-
-
-def with_auth(settings: Settings) -> Settings:
-    """``settings`` with authentication on and a cheap bcrypt cost."""
-    return settings.model_copy(
-        update={
-            "enable_auth": True,
-            "jwt_secret": JWT_SECRET,
-            "admin_username": ADMIN_USERNAME,
-            "admin_password": ADMIN_PASSWORD,
-            "bcrypt_rounds": 4,
-        }
-    )
 
 
 @contextlib.asynccontextmanager

@@ -111,9 +111,8 @@ async def log_in(api: TestClient, username: str, password: str) -> Caller:
     return Caller(api, body["access_token"], body["user"]["id"])
 
 
-@pytest.fixture
-def auth_settings(settings: Settings) -> Settings:
-    """The test settings with authentication on and a cheap bcrypt cost."""
+def with_auth(settings: Settings) -> Settings:
+    """``settings`` with authentication on and a cheap bcrypt cost."""
     return settings.model_copy(
         update={
             "enable_auth": True,
@@ -123,6 +122,12 @@ def auth_settings(settings: Settings) -> Settings:
             "bcrypt_rounds": 4,
         }
     )
+
+
+@pytest.fixture
+def auth_settings(settings: Settings) -> Settings:
+    """The test settings with authentication on and a cheap bcrypt cost."""
+    return with_auth(settings)
 
 
 @pytest.fixture
