@@ -279,7 +279,7 @@ class Store:
         Raises `Contention` when a required write matches nothing; without
         a transaction the writes before it stay applied.
         """
-        # XXX SecantusDB 0.7 refuses the readConcern that the driver sends
+        # SecantusDB 0.7 refuses the readConcern that the driver sends
         # with the first command of a retried transaction, when that command
         # is a bulkWrite; MongoDB takes it. Every body here reads before it
         # writes (its writes follow from what it read), so none opens with
