@@ -63,8 +63,11 @@ class Related:
             for key, value in self.query.items()
         }
 
-    def lookup(self, name: str) -> Document:
-        """The ``$lookup`` stage that reads these documents into ``name``."""
+    def lookup(self, name: str) -> list[Document]:
+        """The stages that read these documents into ``name``: a
+        ``$lookup`` joined on one equality of the query, after the
+        ``$addFields`` that puts the value to join on in place when it is
+        not a field of the main document as it is."""
         refs = {
             key: value for key, value in self.query.items() if isinstance(value, Ref)
         }
@@ -76,8 +79,6 @@ class Related:
         variables = {f"v{n}": ref for n, ref in enumerate(refs.values())}
         stages: list[Document] = []
         if refs:
-            # Equality inside $expr is what lets the sub-pipeline use an
-            # index of the other collection (MongoDB 5.0 and later).
             equalities = [
                 {"$eq": [f"${key}", ref.expression(variable)]}
                 for key, (variable, ref) in zip(refs, variables.items(), strict=True)
@@ -94,13 +95,65 @@ class Related:
             lookup["let"] = {
                 variable: f"${ref.field}" for variable, ref in variables.items()
             }
-        return {"$lookup": lookup}
+        before: list[Document] = []
+        joined = join_key(self.query)
+        if joined is not None:
+            # The join narrows what the sub-pipeline sees to the documents
+            # an index of the other collection finds (SecantusDB feeds a
+            # sub-pipeline without one the whole collection); the
+            # sub-pipeline still checks every condition, so the join's own
+            # looser equality (missing matches null) changes nothing.
+            key, value = joined
+            lookup["foreignField"] = key
+            if isinstance(value, Ref) and value.prefix is None:
+                lookup["localField"] = value.field
+            else:
+                local = f"{name}_key"
+                before.append({"$addFields": {local: _value_expression(value)}})
+                lookup["localField"] = local
+        return [*before, {"$lookup": lookup}]
+
+    def added_fields(self, name: str) -> list[str]:
+        """The fields of the main document that `lookup` adds besides
+        ``name``, for the reader to remove."""
+        joined = join_key(self.query)
+        if joined is None:
+            return []
+        _, value = joined
+        if isinstance(value, Ref) and value.prefix is None:
+            return []
+        return [f"{name}_key"]
 
     def picked(self, found: list[Document]) -> Any:
         """What a lookup that found ``found`` answers: all, or the first."""
         if self.many:
             return found
         return found[0] if found else None
+
+
+def join_key(query: Document) -> tuple[str, Any] | None:
+    """The equality of ``query`` to join on: ``_id`` if the query names
+    it, else its first `Ref`, else its first plain value; None when every
+    condition is an operator."""
+    plain = [
+        (key, value)
+        for key, value in query.items()
+        if not key.startswith("$") and not isinstance(value, dict | list)
+    ]
+    for key, value in plain:
+        if key == "_id":
+            return key, value
+    for key, value in plain:
+        if isinstance(value, Ref):
+            return key, value
+    return plain[0] if plain else None
+
+
+def _value_expression(value: Any) -> Any:
+    """An aggregation expression for a joined value, on the main document."""
+    if isinstance(value, Ref):
+        return {"$concat": [value.prefix, {"$toString": f"${value.field}"}]}
+    return {"$literal": value}
 
 
 @dataclass(frozen=True)
@@ -191,11 +244,13 @@ def read_pipeline(
     document is overwritten.
     """
     fields = {name: f"_related_{n}" for n, name in enumerate(related)}
-    pipeline: list[Document] = [
-        {"$match": query},
-        {"$limit": 1},
-        *(related[name].lookup(field) for name, field in fields.items()),
-    ]
+    pipeline: list[Document] = [{"$match": query}, {"$limit": 1}]
+    added: list[str] = []
+    for name, field_name in fields.items():
+        pipeline += related[name].lookup(field_name)
+        added += related[name].added_fields(field_name)
+    if added:
+        pipeline.append({"$unset": added})
     return pipeline, fields
 
 
@@ -214,22 +269,31 @@ def counted_parent(
 ) -> list[Document]:
     """The aggregate that reads a parent document with the number of its
     children in ``collection`` (see `counted_total`)."""
-    return [
-        {"$match": {"_id": parent_id}},
-        {"$project": parent_fields},
+    lookup: Document = {
+        "from": collection,
         # $group rather than $count: SecantusDB refuses $count inside a
         # sub-pipeline.
-        {
-            "$lookup": {
-                "from": collection,
-                "pipeline": [
-                    {"$match": query},
-                    {"$group": {"_id": None, "n": {"$sum": 1}}},
-                ],
-                "as": "_count",
-            }
-        },
+        "pipeline": [
+            {"$match": query},
+            {"$group": {"_id": None, "n": {"$sum": 1}}},
+        ],
+        "as": "_count",
+    }
+    pipeline: list[Document] = [
+        {"$match": {"_id": parent_id}},
+        {"$project": parent_fields},
     ]
+    joined = join_key(query)
+    if joined is not None:
+        # Joined on the query's equality so that the children come from an
+        # index, as in `Related.lookup`.
+        key, value = joined
+        pipeline.append({"$addFields": {"_count_key": _value_expression(value)}})
+        lookup |= {"localField": "_count_key", "foreignField": key}
+    pipeline.append({"$lookup": lookup})
+    if joined is not None:
+        pipeline.append({"$unset": "_count_key"})
+    return pipeline
 
 
 def counted_total(parent: Document) -> int:
