@@ -124,7 +124,7 @@ async def contents(db: Any) -> dict[str, list[Any]]:
     """
     result = {}
     for name in sorted(await db.list_collection_names()):
-        if name == "counters":
+        if name in ("counters", "ids"):
             continue
         docs = await db[name].find({}).to_list(length=None)
         result[name] = sorted(docs, key=lambda doc: str(doc["_id"]))

@@ -335,7 +335,7 @@ COUNTED = (
     "update",
     "update_many",
     "delete",
-    "increment",
+    "bump",
     "seed_counter",
 )
 

@@ -161,3 +161,34 @@ async def test_a_rerun_after_a_transient_error_waits_a_jittered_backoff(
     assert pauses == [retry_pause(1), retry_pause(2), retry_pause(3)]
     assert pauses == sorted(pauses) and pauses[0] > 0
     assert retry_pause(100) == 0.5
+
+
+async def test_ids_are_drawn_from_counters_of_their_own(store: Store) -> None:
+    assert await store.next_ids("models", 2) == [1, 2]
+
+    assert await store.db.ids.find_one({"_id": "models"}) == {"_id": "models", "seq": 2}
+    assert await store.db.counters.find_one({"_id": "models"}) is None
+
+
+async def test_an_id_counter_kept_among_version_counters_moves_on_startup(
+    store: Store,
+) -> None:
+    # Where data written before the id counters had their own collection
+    # keeps them.
+    await store.db.counters.insert_one({"_id": "models", "seq": 41})
+
+    await store.seed_id_counters()
+    await store.seed_id_counters()  # a second server starting changes nothing
+
+    assert await store.next_id("models") == 42
+    assert await store.db.counters.find_one({"_id": "models"}) is None
+    assert await store.next_id("projects") == 1
+
+
+async def test_a_bump_writes_an_existing_counter_only(store: Store) -> None:
+    assert await store.bump("modelversion:7", field="guard")
+    assert not await store.bump("modelversion:8", field="guard")
+
+    counter = await store.db.counters.find_one({"_id": "modelversion:7"})
+    assert counter["guard"] == 1
+    assert await store.db.counters.find_one({"_id": "modelversion:8"}) is None

@@ -470,6 +470,6 @@ class ModelVersionService(Service):
             raise _foreign("resource_id", "resource", resource_id)
         # Writing the model's counter makes a racing delete of the resource
         # conflict with this transaction (see Service._guard_references).
-        await self.store.increment(
+        await self.store.bump(
             version_counter(doc["model_id"]), field="guard", session=session
         )

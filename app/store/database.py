@@ -56,8 +56,14 @@ T = TypeVar("T")
 Document = dict[str, Any]
 Session = Any
 
-# Counters handing out ids; seeded at startup because a first concurrent
-# upsert on a fresh counter is not safe on every server.
+# The collection of the counters handing out ids, one per collection; they
+# are seeded at startup because a first concurrent upsert on a fresh counter
+# is not safe on every server. They have a collection of their own, apart
+# from the per-model version counters in ``counters``, because drawing an id
+# is a findAndModify, which SecantusDB answers by scanning the collection
+# (it plans its write by ``_id`` and the query together, which no index
+# serves): kept to a dozen documents, that scan costs nothing.
+ID_COUNTERS_COLLECTION = "ids"
 ID_COUNTERS = (
     "projects",
     "experiments",
@@ -370,31 +376,33 @@ class Store:
         return int(result.deleted_count)
 
     @translated
-    async def increment(
-        self,
-        counter: str,
-        *,
-        by: int = 1,
-        field: str = "seq",
-        session: Session = None,
-    ) -> Document | None:
-        """Add ``by`` to a counter's ``field`` and return the counter after
-        the step; None when the counter is missing."""
-        doc: Document | None = await self.db.counters.find_one_and_update(
+    async def bump(self, counter: str, *, field: str, session: Session = None) -> bool:
+        """Add one to a counter's ``field``, to make the transaction that
+        does it conflict with any other that writes the counter; True when
+        the counter exists."""
+        result = await self.db.counters.update_one(
+            {"_id": counter}, {"$inc": {field: 1}}, session=session
+        )
+        return bool(result.matched_count)
+
+    @translated
+    async def _draw(self, counter: str, count: int) -> Document | None:
+        doc: Document | None = await self.db[
+            ID_COUNTERS_COLLECTION
+        ].find_one_and_update(
             {"_id": counter},
-            {"$inc": {field: by}},
+            {"$inc": {"seq": count}},
             return_document=ReturnDocument.AFTER,
-            session=session,
         )
         return doc
 
     async def next_ids(self, counter: str, count: int) -> list[int]:
         """``count`` fresh ids in one step, drawn outside any transaction so
         writers never queue."""
-        doc = await self.increment(counter, by=count)
+        doc = await self._draw(counter, count)
         if doc is None:
-            await self.seed_counter(counter)
-            doc = await self.increment(counter, by=count)
+            await self._seed_id_counter(counter, 0)
+            doc = await self._draw(counter, count)
         if doc is None:  # pragma: no cover - the seed just created it
             raise DatabaseUnavailable(f"counter {counter} could not be created")
         last = int(doc["seq"])
@@ -416,10 +424,26 @@ class Store:
             session=session,
         )
 
+    @translated
+    async def _seed_id_counter(self, counter: str, at_least: int) -> None:
+        await self.db[ID_COUNTERS_COLLECTION].update_one(
+            {"_id": counter}, {"$max": {"seq": at_least}}, upsert=True
+        )
+
+    @translated
     async def seed_id_counters(self) -> None:
-        """Create every id counter before the first request can race on it."""
+        """Create every id counter before the first request can race on it.
+
+        An id counter still kept among the version counters, where data
+        written before the id counters had their own collection holds it,
+        moves over first: the new counter starts at no less than the old
+        one reached, so no id is handed out twice.
+        """
         for counter in ID_COUNTERS:
-            await self.seed_counter(counter)
+            old = await self.db.counters.find_one({"_id": counter})
+            await self._seed_id_counter(counter, int(old["seq"]) if old else 0)
+            if old is not None:
+                await self.db.counters.delete_one({"_id": counter})
 
     async def transaction(
         self, body: Callable[[Session], Awaitable[T]], *, optional: bool = False
