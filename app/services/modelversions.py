@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -59,6 +60,9 @@ from app.store.ops import Delete, Insert, Ref, Related, Update, Write
 
 log = logging.getLogger("deardiary.services.modelversions")
 
+# How many versions' models a process remembers to queue their stage changes.
+_KNOWN_MODELS = 100_000
+
 
 def _archived(version: Document) -> Change:
     return Change(
@@ -98,6 +102,21 @@ class ModelVersionService(Service):
     def __init__(self, store: Store, access: Access) -> None:
         super().__init__(store, access)
         self.events = History(store)
+        # The model of each version this process has read: a version never
+        # moves, so a stage change can take its model's turn (see
+        # `app.store.turns`) before its transaction reads the version. One
+        # not known yet takes none.
+        self._model_of: OrderedDict[int, int] = OrderedDict()
+
+    def _turn(self, version_id: int) -> str | None:
+        model_id = self._model_of.get(version_id)
+        return None if model_id is None else version_counter(model_id)
+
+    def _remember(self, version_id: int, model_id: int) -> None:
+        self._model_of[version_id] = model_id
+        self._model_of.move_to_end(version_id)
+        if len(self._model_of) > _KNOWN_MODELS:
+            self._model_of.popitem(last=False)
 
     async def get(self, actor: Actor, version_id: int) -> ModelVersion:
         """The version, if the actor may read its project."""
@@ -205,7 +224,11 @@ class ModelVersionService(Service):
             )
             return version_id
 
-        registered = await self.store.transaction(register)
+        # Registrations of one model all write its counter: they take turns.
+        registered = await self.store.transaction(
+            register, turn=version_counter(model_id)
+        )
+        self._remember(registered, model_id)
         count_registration()
         return registered
 
@@ -232,7 +255,8 @@ class ModelVersionService(Service):
                 await self.store.transaction(
                     lambda session: self._apply(
                         actor, version_id, body, expected, event_ids, session
-                    )
+                    ),
+                    turn=self._turn(version_id) if body.stage_id is not None else None,
                 )
                 if body.stage_id is not None:
                     count_promotion(Stage(body.stage_id).name)
@@ -384,6 +408,7 @@ class ModelVersionService(Service):
             raise hidden
         doc, extra = read
         await self.access.require(actor, doc["project_id"], permission, hidden=hidden)
+        self._remember(version_id, doc["model_id"])
         return _Found(doc, extra["counter"], extra.get("incumbents", []))
 
     def _archive(self, versions: list[Document], moment: datetime) -> Update:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -48,6 +48,7 @@ from app.store.ops import (
     picked,
     read_pipeline,
 )
+from app.store.turns import Turns
 
 log = logging.getLogger("deardiary.store")
 
@@ -117,6 +118,7 @@ class Store:
         # Bounds a whole transaction: the driver retries transient errors
         # for up to two minutes, too long for a caller during an outage.
         self.deadline_s = deadline_s
+        self.turns = Turns()
 
     @translated
     async def get(
@@ -446,7 +448,11 @@ class Store:
                 await self.db.counters.delete_one({"_id": counter})
 
     async def transaction(
-        self, body: Callable[[Session], Awaitable[T]], *, optional: bool = False
+        self,
+        body: Callable[[Session], Awaitable[T]],
+        *,
+        optional: bool = False,
+        turn: Hashable | None = None,
     ) -> T:
         """Run ``body`` in a transaction, or as plain steps without one.
 
@@ -455,8 +461,15 @@ class Store:
         its reads), so it must have no effects outside the database. The
         request's commit hook, if any, runs at its end (see `on_commit`).
         An ``optional`` body is safe as plain steps: it gets a transaction
-        only for a commit hook to join.
+        only for a commit hook to join. Bodies of this process that name
+        the same ``turn`` run one at a time (see `app.store.turns`).
         """
+        async with self.turns.of(turn):
+            return await self._transaction(body, optional=optional)
+
+    async def _transaction(
+        self, body: Callable[[Session], Awaitable[T]], *, optional: bool
+    ) -> T:
         hook = _commit_hook.get()
         if hook is not None:
             body = _followed_by(body, hook)

@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from app import keys
+from app.metrics import TRANSACTION_RETRIES
 from tests.helpers import (
     lineage,
     make_experiment,
@@ -211,3 +212,38 @@ async def test_registrations_on_two_models_do_not_interfere(
         assert [v["version"] for v in listed] == list(range(1, 25))
         assert {v["model_id"] for v in listed} == {model}
         assert await _stored_numbers(real_api, model) == list(range(1, 25))
+
+
+def _retries() -> float:
+    """Transactions run again so far in this process, for any cause."""
+    return sum(
+        sample.value
+        for metric in TRANSACTION_RETRIES.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
+
+
+async def test_changes_to_one_model_in_one_server_take_turns_and_never_rerun(
+    real_api: TestClient,
+) -> None:
+    # Racing each other, they would conflict on the model's counter in the
+    # store and run again; within a server they take turns instead.
+    ids = await lineage(real_api)
+    before = _retries()
+
+    results = await asyncio.gather(
+        *(
+            _post_version(real_api, ids["model_id"], ids["iteration_id"])
+            for _ in range(16)
+        )
+    )
+    statuses = await asyncio.gather(
+        *(_promote(real_api, body["modelversion_id"]) for _, body in results)
+    )
+
+    assert [status for status, _ in results] == [201] * 16, results
+    assert statuses == [200] * 16
+    assert _retries() == before
+    stages = _stages(await _versions(real_api, ids["model_id"]))
+    assert stages == [PRODUCTION] + [ARCHIVED] * 15
