@@ -192,3 +192,84 @@ async def test_a_bump_writes_an_existing_counter_only(store: Store) -> None:
     counter = await store.db.counters.find_one({"_id": "modelversion:7"})
     assert counter["guard"] == 1
     assert await store.db.counters.find_one({"_id": "modelversion:8"}) is None
+
+
+# Kept pages (app.store.listings) ---------------------------------------------
+
+LISTED_PAGE: dict[str, Any] = {"sort": "_id", "limit": 10, "offset": 0}
+MODELS_OF_2 = ("projects", 2, {"_id": 1}, "models", {"project_id": 2})
+
+
+async def _listed(store: Store) -> tuple[list[int], int]:
+    _, docs, total = await store.page_under(*MODELS_OF_2, **LISTED_PAGE)
+    return [doc["_id"] for doc in docs], total
+
+
+@pytest.fixture
+async def listed(store: Store) -> Store:
+    await store.db.projects.insert_one({"_id": 2})
+    await store.db.models.insert_many([{"_id": n, "project_id": 2} for n in (1, 2)])
+    return store
+
+
+async def test_a_page_asked_for_again_is_kept_until_its_collection_changes(
+    listed: Store,
+) -> None:
+    assert await _listed(listed) == ([1, 2], 2)  # asked once: not kept
+    await listed.db.models.insert_one({"_id": 3, "project_id": 2})  # unseen
+    assert await _listed(listed) == ([1, 2, 3], 3)  # kept from here
+
+    await listed.db.models.insert_one({"_id": 4, "project_id": 2})  # unseen
+    assert await _listed(listed) == ([1, 2, 3], 3)
+
+    await listed.insert("models", {"_id": 5, "project_id": 2})
+    assert await _listed(listed) == ([1, 2, 3, 4, 5], 5)
+
+
+async def test_a_change_in_a_transaction_marks_its_collections_even_if_it_fails(
+    listed: Store,
+) -> None:
+    await _listed(listed)
+    await _listed(listed)
+
+    async def fails(session: Session) -> None:
+        await listed.insert("models", {"_id": 3, "project_id": 2}, session=session)
+        raise RuntimeError("the step after the insert failed")
+
+    with pytest.raises(RuntimeError):
+        await listed.transaction(fails)
+
+    assert await _listed(listed) == ([1, 2, 3], 3)
+
+
+async def test_a_change_to_the_parent_collection_renews_the_page(
+    listed: Store,
+) -> None:
+    await _listed(listed)
+    await _listed(listed)
+
+    await listed.delete("projects", {"_id": 2})
+
+    found, _, _ = await listed.page_under(*MODELS_OF_2, **LISTED_PAGE)
+    assert found is None
+
+
+async def test_a_kept_page_is_renewed_once_it_is_old(listed: Store) -> None:
+    listed.pages.max_age_s = 0.0
+    await _listed(listed)
+    await _listed(listed)
+
+    await listed.db.models.insert_one({"_id": 3, "project_id": 2})  # unseen
+
+    assert await _listed(listed) == ([1, 2, 3], 3)
+
+
+async def test_pages_of_versions_are_never_kept(store: Store) -> None:
+    args = ("models", 7, {"project_id": 1}, "modelversions", {"model_id": 7})
+    for _ in range(3):
+        await store.page_under(*args, **LISTED_PAGE)
+
+    await store.db.modelversions.insert_one({"_id": 4, "model_id": 7})  # unseen
+
+    _, docs, total = await store.page_under(*args, **LISTED_PAGE)
+    assert (len(docs), total) == (4, 4)

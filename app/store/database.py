@@ -13,7 +13,17 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterator,
+    Mapping,
+)
+from collections.abc import (
+    Set as AbstractSet,
+)
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -36,6 +46,7 @@ from app.store.errors import (
     translated,
     unwrapped,
 )
+from app.store.listings import LISTED, STAMPS, Pages, Stamps
 from app.store.ops import (
     Insert,
     Related,
@@ -83,6 +94,9 @@ CommitHook = Callable[[Any, Any], Awaitable[None]]
 _commit_hook: ContextVar[CommitHook | None] = ContextVar(
     "deardiary_commit_hook", default=None
 )
+# The listed collections (see `app.store.listings`) that the transaction
+# running in this context wrote, to bump their stamps once it is over.
+_written: ContextVar[set[str] | None] = ContextVar("deardiary_written", default=None)
 
 
 @contextlib.contextmanager
@@ -119,6 +133,7 @@ class Store:
         # for up to two minutes, too long for a caller during an outage.
         self.deadline_s = deadline_s
         self.turns = Turns()
+        self.pages = Pages()
 
     @translated
     async def get(
@@ -258,8 +273,78 @@ class Store:
 
         Two commands side by side where the server takes $lookup
         sub-pipelines (the parent with the count, and the page), three
-        otherwise.
+        otherwise. A page of listed collections asked for again is served
+        from `app.store.listings` after one read of their stamps while
+        neither changed.
         """
+        fetch = self._page_under(
+            parent, parent_id, parent_fields, collection, query, sort, limit, offset
+        )
+        if not {parent, collection} <= LISTED or not limit:
+            return await fetch
+        key: Hashable = (parent, parent_id, repr(parent_fields), collection)
+        key = (key, repr(query), sort, limit, offset)
+        if not self.pages.seen(key):
+            return await fetch
+        # Read before the page, so that a page kept under these stamps is
+        # never older than they are.
+        stamps = await self._stamps(parent, collection)
+        kept = self.pages.get(key, stamps)
+        if kept is not None:
+            fetch.close()
+            return kept
+        answer = await fetch
+        self.pages.put(key, stamps, answer)
+        return answer
+
+    async def _stamps(self, *collections: str) -> Stamps:
+        found = (
+            await self.db[STAMPS]
+            .find({"_id": {"$in": list(collections)}})
+            .to_list(length=None)
+        )
+        by_name = {doc["_id"]: int(doc.get("n", 0)) for doc in found}
+        return tuple(by_name.get(name, 0) for name in collections)
+
+    @contextlib.asynccontextmanager
+    async def _changing(self, *collections: str) -> AsyncIterator[None]:
+        """Mark the listed ``collections`` as changed by the block: their
+        stamps are bumped after it, or after the transaction it is part of,
+        whether it succeeds or not."""
+        listed = LISTED.intersection(collections)
+        pending = _written.get()
+        if not listed or pending is not None:
+            if pending is not None:
+                pending.update(listed)
+            yield
+            return
+        try:
+            yield
+        finally:
+            await asyncio.shield(self._bump(listed))
+
+    async def _bump(self, collections: AbstractSet[str]) -> None:
+        try:
+            for name in sorted(collections):
+                await self.db[STAMPS].update_one(
+                    {"_id": name}, {"$inc": {"n": 1}}, upsert=True
+                )
+        except PyMongoError as exc:
+            # The change itself is done; only kept pages may now outlive it,
+            # for MAX_AGE_S at most.
+            log.warning("could not mark %s as changed: %s", sorted(collections), exc)
+
+    async def _page_under(
+        self,
+        parent: str,
+        parent_id: int,
+        parent_fields: Document,
+        collection: str,
+        query: Document,
+        sort: str,
+        limit: int,
+        offset: int,
+    ) -> tuple[Document | None, list[Document], int]:
         coll = self.db[collection]
         cursor = coll.find(query).sort(sort, 1).skip(offset).limit(limit)
         # MongoDB reads a limit of 0 as "no limit".
@@ -292,12 +377,13 @@ class Store:
         # is a bulkWrite; MongoDB takes it. Every body here reads before it
         # writes (its writes follow from what it read), so none opens with
         # a bulkWrite.
-        if session is not None and self.bulk_writes:
-            await self._write_bulk(writes, session=session)
-            return
-        for step in writes:
-            if not await self._write_one(step, session=session):
-                raise Contention(f"a write to {step.collection} matched nothing")
+        async with self._changing(*(step.collection for step in writes)):
+            if session is not None and self.bulk_writes:
+                await self._write_bulk(writes, session=session)
+                return
+            for step in writes:
+                if not await self._write_one(step, session=session):
+                    raise Contention(f"a write to {step.collection} matched nothing")
 
     @translated
     async def _write_bulk(self, writes: list[Write], *, session: Session) -> None:
@@ -333,7 +419,8 @@ class Store:
         self, collection: str, doc: Document, *, session: Session = None
     ) -> None:
         """Insert one document."""
-        await self.db[collection].insert_one(doc, session=session)
+        async with self._changing(collection):
+            await self.db[collection].insert_one(doc, session=session)
 
     @translated
     async def insert_many(
@@ -341,7 +428,8 @@ class Store:
     ) -> None:
         """Insert several documents, in order."""
         if docs:
-            await self.db[collection].insert_many(docs, session=session)
+            async with self._changing(collection):
+                await self.db[collection].insert_many(docs, session=session)
 
     @translated
     async def update(
@@ -353,7 +441,10 @@ class Store:
         session: Session = None,
     ) -> bool:
         """Apply ``update`` to the first match; True when one matched."""
-        result = await self.db[collection].update_one(query, update, session=session)
+        async with self._changing(collection):
+            result = await self.db[collection].update_one(
+                query, update, session=session
+            )
         return bool(result.matched_count)
 
     @translated
@@ -366,7 +457,10 @@ class Store:
         session: Session = None,
     ) -> int:
         """Apply ``update`` to every match; the number modified."""
-        result = await self.db[collection].update_many(query, update, session=session)
+        async with self._changing(collection):
+            result = await self.db[collection].update_many(
+                query, update, session=session
+            )
         return int(result.modified_count)
 
     @translated
@@ -374,7 +468,8 @@ class Store:
         self, collection: str, query: Document, *, session: Session = None
     ) -> int:
         """Delete every match; the number deleted."""
-        result = await self.db[collection].delete_many(query, session=session)
+        async with self._changing(collection):
+            result = await self.db[collection].delete_many(query, session=session)
         return int(result.deleted_count)
 
     @translated
@@ -441,6 +536,10 @@ class Store:
         moves over first: the new counter starts at no less than the old
         one reached, so no id is handed out twice.
         """
+        for name in sorted(LISTED):
+            await self.db[STAMPS].update_one(
+                {"_id": name}, {"$setOnInsert": {"n": 0}}, upsert=True
+            )
         for counter in ID_COUNTERS:
             old = await self.db.counters.find_one({"_id": counter})
             await self._seed_id_counter(counter, int(old["seq"]) if old else 0)
@@ -464,8 +563,15 @@ class Store:
         only for a commit hook to join. Bodies of this process that name
         the same ``turn`` run one at a time (see `app.store.turns`).
         """
-        async with self.turns.of(turn):
-            return await self._transaction(body, optional=optional)
+        written: set[str] = set()
+        token = _written.set(written)
+        try:
+            async with self.turns.of(turn):
+                return await self._transaction(body, optional=optional)
+        finally:
+            _written.reset(token)
+            if written:
+                await asyncio.shield(self._bump(written))
 
     async def _transaction(
         self, body: Callable[[Session], Awaitable[T]], *, optional: bool

@@ -185,3 +185,29 @@ async def test_a_write_conflict_in_a_bulk_write_is_retried_by_the_driver(
 
     assert second_runs >= 2
     assert (await batched.get("counters", "modelversion:7") or {})["events"] == 4
+
+
+async def test_a_change_through_one_process_renews_pages_kept_by_another(
+    db: Any, batched: Store
+) -> None:
+    # Two servers on one database: each keeps its own pages (see
+    # app.store.listings) and must see the other's changes at once.
+    other = Store(db, features=await server_features(db.client))
+    await batched.seed_id_counters()
+    await db.projects.insert_one({"_id": 1})
+    args = ("projects", 1, {"_id": 1}, "models", {"project_id": 1})
+    page = {"sort": "_id", "limit": 10, "offset": 0}
+    for _ in range(3):
+        kept = await other.page_under(*args, **page)
+    assert kept[2] == 1
+
+    async def create(session: Session) -> None:
+        await batched.get("projects", 1, session=session)
+        await batched.write(
+            [Insert("models", [{"_id": 8, "project_id": 1}])], session=session
+        )
+
+    await batched.transaction(create)
+
+    _, docs, total = await other.page_under(*args, **page)
+    assert ([doc["_id"] for doc in docs], total) == ([7, 8], 2)
