@@ -39,7 +39,7 @@ import report
 from loadgen import Http, LoopStats, Request, run_loop
 from procs import CpuMeter
 from registries import OPERATIONS, MlflowRegistry, OurRegistry, Registry
-from servers import REPO, FloorServer, MlflowServer, OurServer
+from servers import REPO, FloorServer, MemoryServer, MlflowServer, OurServer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_BASELINE = REPO.parent / "shared" / "bench" / "mlflow-baseline"
@@ -134,7 +134,10 @@ class Subject:
     """A registry under test: its server, its API and its numbers."""
 
     def __init__(
-        self, registry: Registry, cpu: CpuMeter, server: OurServer | MlflowServer
+        self,
+        registry: Registry,
+        cpu: CpuMeter,
+        server: OurServer | MlflowServer | MemoryServer,
     ) -> None:
         self.registry = registry
         self.cpu = cpu
@@ -277,14 +280,14 @@ async def measure_memory(server: OurServer, opts: Options) -> dict[str, Any]:
 
 
 async def measure_floor(work: Path, opts: Options) -> dict[str, Any]:
-    """A bare aiohttp handler against our GET by id on a memory-backed store."""
-    memory_dir, store = _memory_directory(work)
+    """A bare aiohttp handler against our GET by id with the store's cost
+    taken out: one process each, ours on an in-memory store inside it."""
     concurrency = max(opts.concurrency)
     with contextlib.ExitStack() as stack:
         bare = FloorServer(work / "floor.log")
         stack.callback(bare.stop)
         bare.start()
-        ours = OurServer(memory_dir, workers=opts.workers)
+        ours = MemoryServer(work / "floor-ours.log")
         stack.callback(ours.stop)
         ours.start()
 
@@ -294,12 +297,11 @@ async def measure_floor(work: Path, opts: Options) -> dict[str, Any]:
             await subject.measure("get_version", concurrency, opts)
         finally:
             await subject.registry.http.close()
-    shutil.rmtree(memory_dir, ignore_errors=True)
     found = subject.results["get_version"][concurrency]
     log(f"floor  bare aiohttp c={concurrency} {bare_stats.rps:.1f} req/s")
     return {
         "concurrency": concurrency,
-        "store": store,
+        "store": "an in-memory store in the server's one process (mongomock-motor)",
         "bare": bare_stats.to_json(),
         "ours": found,
         "share": round(found["rps"] / bare_stats.rps, 3),
@@ -333,16 +335,9 @@ async def _measure_bare(
         await http.close()
 
 
-def _memory_directory(work: Path) -> tuple[Path, str]:
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        return Path(tempfile.mkdtemp(prefix="deardiary-bench-", dir=shm)), (
-            "the embedded store on tmpfs"
-        )
-    return work / "floor-store", "the embedded store on disk (no tmpfs here)"
-
-
-async def _subject(server: OurServer | MlflowServer, name: str) -> Subject:
+async def _subject(
+    server: OurServer | MlflowServer | MemoryServer, name: str
+) -> Subject:
     http = Http(server.url, 64)
     tag = uuid.uuid4().hex[:8]
     registry: Registry = (

@@ -223,3 +223,22 @@ class FloorServer:
             stop_tree(self.process.pid, timeout=10)
             self.process.wait(timeout=10)
             self.process = None
+
+
+class MemoryServer(FloorServer):
+    """Our application in one process on an in-memory store (the floor's
+    subject: the registry with the store's cost taken out)."""
+
+    def start(self) -> None:
+        """Start the server and wait until it answers /health."""
+        script = Path(__file__).resolve().parent / "memory_server.py"
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(script), "--port", str(self.port)],
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_healthy(f"{self.url}/health", self.process, START_TIMEOUT_S)
