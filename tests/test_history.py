@@ -321,3 +321,29 @@ async def test_sync_client_reads_history(caller: Caller) -> None:
         return len(model), version.total, len(walked)
 
     assert await asyncio.to_thread(read) == (1, 1, 1)
+
+
+async def test_registrations_that_share_a_transaction_keep_their_own_user(
+    admin: Caller, make_user: Any
+) -> None:
+    # Registrations of one model that arrive together are written in one
+    # transaction; each event still names who asked, and a refused one
+    # among them takes no number.
+    ids = await lineage(admin)
+    editor = await make_user("editor", {ids["project_id"]: "cr"})
+    reader = await make_user("reader", {ids["project_id"]: "r"})
+    path = f"/modelversion/model/{ids['model_id']}"
+    body = {"iteration_id": ids["iteration_id"]}
+
+    responses = await asyncio.gather(
+        *(who.post(path, json=body) for who in (admin, editor, reader) * 3)
+    )
+
+    assert [r.status for r in responses] == [201, 201, 403] * 3
+    created = [
+        (await r.json())["modelversion_id"] for r in responses if r.status == 201
+    ]
+    events = await _model_events(admin, ids["model_id"])
+    by_version = {event["modelversion_id"]: event["user_id"] for event in events}
+    assert [by_version[v] for v in created] == [admin.user_id, editor.user_id] * 3
+    assert sorted(event["version"] for event in events) == [1, 2, 3, 4, 5, 6]

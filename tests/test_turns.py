@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Hashable
 
-from app.store.turns import Turns
+from app.store.turns import Batches, Turns
 
 
 async def _hold(turns: Turns, key: str | None, log: list[str], name: str) -> None:
@@ -49,3 +50,63 @@ async def test_a_failing_holder_passes_the_turn_on() -> None:
     assert isinstance(results[0], RuntimeError)
     assert log == ["next in", "next out"]
     assert len(turns) == 0
+
+
+# Batches ----------------------------------------------------------------------
+
+
+class _Runs:
+    """A batch runner that records its batches and answers each item."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, key: Hashable, items: list[int]) -> list[int | Exception]:
+        self.batches.append(items)
+        await self.release.wait()
+        return [ValueError(f"odd {n}") if n % 2 else n * 10 for n in items]
+
+
+async def test_items_that_arrive_while_a_batch_runs_go_in_the_next_together() -> None:
+    runs = _Runs()
+    batches = Batches(runs)
+    first = asyncio.ensure_future(batches.submit("m", 2))
+    await asyncio.sleep(0)  # the first batch starts, with the first item alone
+    others = [asyncio.ensure_future(batches.submit("m", n)) for n in (3, 4)]
+    await asyncio.sleep(0)
+    runs.release.set()
+
+    answers = await asyncio.gather(first, *others, return_exceptions=True)
+
+    assert runs.batches == [[2], [3, 4]]
+    assert answers[0] == 20 and answers[2] == 40
+    assert isinstance(answers[1], ValueError)
+
+
+async def test_a_batch_that_fails_as_a_whole_fails_each_item() -> None:
+    async def broken(key: Hashable, items: list[int]) -> list[int | Exception]:
+        raise RuntimeError("store down")
+
+    batches: Batches[int, int] = Batches(broken)
+
+    answers = await asyncio.gather(
+        batches.submit("m", 1), batches.submit("m", 2), return_exceptions=True
+    )
+
+    assert [type(answer) for answer in answers] == [RuntimeError, RuntimeError]
+
+
+async def test_an_item_given_up_before_its_batch_starts_is_dropped() -> None:
+    runs = _Runs()
+    batches = Batches(runs)
+    first = asyncio.ensure_future(batches.submit("m", 2))
+    await asyncio.sleep(0)
+    given_up = asyncio.ensure_future(batches.submit("m", 4))
+    await asyncio.sleep(0)
+
+    given_up.cancel()
+    runs.release.set()
+
+    assert await first == 20
+    assert runs.batches == [[2]]

@@ -52,6 +52,8 @@ class Change:
     from_stage: int | None
     to_stage: int | None
     requested: bool = True
+    # Who asked for it, where changes of several users go in one record.
+    by: int | None = None
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ def _event(
         "kind": change.kind.value,
         "from_stage_id": change.from_stage,
         "to_stage_id": change.to_stage,
-        "user_id": user_id,
+        "user_id": user_id if change.by is None else change.by,
         "at": at,
         "requested": change.requested,
         "caused_by": None if change.requested else cause,

@@ -19,11 +19,12 @@ import asyncio
 import logging
 import random
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from app.errors import DatabaseUnavailable, InvalidPayload, NotFound
+from app.errors import DatabaseUnavailable, InvalidPayload, NotFound, RegistryError
 from app.metrics import count_promotion, count_registration, count_retry
 from app.schemas import (
     EventKind,
@@ -54,9 +55,10 @@ from app.services.history import (
     event_page,
     version_counter,
 )
-from app.store.database import Document, Session, Store
+from app.store.database import Document, Session, Store, awaits_commit
 from app.store.errors import DuplicateKey
 from app.store.ops import Delete, Insert, Ref, Related, Update, Write
+from app.store.turns import Batches
 
 log = logging.getLogger("deardiary.services.modelversions")
 
@@ -83,6 +85,26 @@ class _Found:
     incumbents: list[Document] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Registration:
+    """One registration asked for: by whom, and what."""
+
+    actor: Actor
+    body: ModelVersionCreate
+
+    def lineage(self) -> list[tuple[str, int]]:
+        """The records it names, as (collection, id)."""
+        named = [("iterations", self.body.iteration_id)]
+        if self.body.resource_id is not None:
+            named.append(("resources", self.body.resource_id))
+        return named
+
+
+def _named(collection: str, id_: int) -> str:
+    """The name a registration's read gives a record of its lineage."""
+    return f"{collection}:{id_}"
+
+
 def _in_project(doc: Document | None, project_id: int) -> bool:
     return doc is not None and doc.get("project_id") == project_id
 
@@ -107,6 +129,7 @@ class ModelVersionService(Service):
         # `app.store.turns`) before its transaction reads the version. One
         # not known yet takes none.
         self._model_of: OrderedDict[int, int] = OrderedDict()
+        self._registrations = Batches(self._register_batch)
 
     def _turn(self, version_id: int) -> str | None:
         model_id = self._model_of.get(version_id)
@@ -195,42 +218,140 @@ class ModelVersionService(Service):
         read in one step and the version, its event and the counter's bump
         written in another (see `app.store.ops`); the permission check
         needs no step of its own, the counter carrying the model's project.
+        Registrations of one model that arrive while one runs go together
+        in the next transaction (see `app.store.turns`), each checked on
+        its own; one whose answer is kept for an Idempotency-Key runs alone,
+        in the transaction that keeps it.
         """
-        version_id, event_id = await asyncio.gather(
-            self.store.next_id(self.collection), self.store.next_id(EVENTS)
-        )
+        registration = _Registration(actor, body)
+        if awaits_commit():
+            registered = await self._register_alone(model_id, registration)
+        else:
+            answer = await self._registrations.submit(model_id, registration)
+            if isinstance(answer, Exception):
+                raise answer
+            registered = answer
+        count_registration()
+        return registered
+
+    async def _register_batch(
+        self, model_id: Hashable, batch: list[_Registration]
+    ) -> list[int | Exception]:
+        """Register ``batch`` in one transaction; if it fails as a whole,
+        each registration on its own, so that each gets its own answer."""
+        assert isinstance(model_id, int)
+        try:
+            return await self._register(model_id, batch)
+        except Exception:
+            if len(batch) == 1:
+                raise
+        answers: list[int | Exception] = []
+        for registration in batch:
+            try:
+                answers += await self._register(model_id, [registration])
+            except Exception as exc:
+                answers.append(exc)
+        return answers
+
+    async def _register(
+        self, model_id: int, batch: list[_Registration]
+    ) -> list[int | Exception]:
+        """Register each of ``batch`` that passes its checks, numbered in
+        order, in one transaction: the new versions' ids, or why each
+        refused one was refused."""
+        version_ids, event_ids = await self._registration_ids(len(batch))
+
+        async def register(session: Session) -> list[int | Exception]:
+            return await self._register_in(
+                model_id, batch, version_ids, event_ids, session
+            )
+
+        answers = await self.store.transaction(register, turn=version_counter(model_id))
+        for answer in answers:
+            if isinstance(answer, int):
+                self._remember(answer, model_id)
+        return answers
+
+    async def _register_alone(self, model_id: int, registration: _Registration) -> int:
+        """Register one version in a transaction of its own, which a refusal
+        aborts (the request's commit hook runs in it)."""
+        version_ids, event_ids = await self._registration_ids(1)
 
         async def register(session: Session) -> int:
-            counter = await self._registration_counter(actor, model_id, body, session)
-            slots = self.events.reserve(counter, 1, also={"seq": 1})
-            doc = {
-                "_id": version_id,
-                "model_id": model_id,
-                "project_id": counter["project_id"],
-                "version": slots.counter["seq"],
-                **body.model_dump(),
-                "stage_id": Stage.NO_STAGE,
-                "created_date": slots.at,
-                "revision": 1,
-            }
-            registered = Change(doc, EventKind.REGISTERED, None, Stage.NO_STAGE)
-            await self.events.record(
-                [registered],
-                [event_id],
-                slots,
-                actor.user_id,
-                session,
-                writes=(Insert(self.collection, [doc]),),
+            (answer,) = await self._register_in(
+                model_id, [registration], version_ids, event_ids, session
             )
-            return version_id
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
 
-        # Registrations of one model all write its counter: they take turns.
         registered = await self.store.transaction(
             register, turn=version_counter(model_id)
         )
         self._remember(registered, model_id)
-        count_registration()
         return registered
+
+    async def _registration_ids(self, count: int) -> tuple[list[int], list[int]]:
+        """Ids for ``count`` versions and their events, drawn outside the
+        transaction."""
+        versions, events = await asyncio.gather(
+            self.store.next_ids(self.collection, count),
+            self.store.next_ids(EVENTS, count),
+        )
+        return versions, events
+
+    async def _register_in(
+        self,
+        model_id: int,
+        batch: list[_Registration],
+        version_ids: list[int],
+        event_ids: list[int],
+        session: Session,
+    ) -> list[int | Exception]:
+        """The steps of `_register`, in the caller's transaction."""
+        counter, found = await self._registration_reads(model_id, batch, session)
+        answers: list[int | Exception] = []
+        docs: list[Document] = []
+        changes: list[Change] = []
+        first = int(counter.get("seq", 0)) + 1 if counter else 0
+        for registration, version_id in zip(batch, version_ids, strict=True):
+            try:
+                project_id = await self._check_registration(
+                    model_id, registration, counter, found
+                )
+            except RegistryError as exc:
+                answers.append(exc)
+                continue
+            doc = {
+                "_id": version_id,
+                "model_id": model_id,
+                "project_id": project_id,
+                "version": first + len(docs),
+                **registration.body.model_dump(),
+                "stage_id": Stage.NO_STAGE,
+                "revision": 1,
+            }
+            docs.append(doc)
+            by = registration.actor.user_id
+            changes.append(
+                Change(doc, EventKind.REGISTERED, None, Stage.NO_STAGE, by=by)
+            )
+            answers.append(version_id)
+        if not docs:
+            return answers
+        assert counter is not None
+        slots = self.events.reserve(counter, len(docs), also={"seq": len(docs)})
+        for doc in docs:
+            doc["created_date"] = slots.at
+        await self.events.record(
+            changes,
+            event_ids,
+            slots,
+            batch[0].actor.user_id,
+            session,
+            writes=(Insert(self.collection, docs),),
+        )
+        return answers
 
     async def update(
         self,
@@ -443,45 +564,54 @@ class ModelVersionService(Service):
             )
         return ModelVersion.from_doc(doc)  # type: ignore[no-any-return]
 
-    async def _registration_counter(
-        self, actor: Actor, model_id: int, body: ModelVersionCreate, session: Session
-    ) -> Document:
-        """The model's version counter, once the actor may register a
-        version of the model from the iteration (and resource) named.
+    async def _registration_reads(
+        self, model_id: int, batch: list[_Registration], session: Session
+    ) -> tuple[Document | None, dict[str, Any]]:
+        """The model's version counter (None for a missing model) with the
+        iterations and resources that ``batch`` names, by `_named` key, in
+        one read."""
+        related: dict[str, Related] = {}
+        for registration in batch:
+            for collection, id_ in registration.lineage():
+                related[_named(collection, id_)] = Related(
+                    collection, {"_id": id_}, projection={"project_id": 1}
+                )
+        read = await self.store.read_with(
+            COUNTERS, {"_id": version_counter(model_id)}, related, session=session
+        )
+        return (None, {}) if read is None else read
+
+    async def _check_registration(
+        self,
+        model_id: int,
+        registration: _Registration,
+        counter: Document | None,
+        found: dict[str, Any],
+    ) -> int:
+        """The model's project, once the actor may register a version of
+        the model from the iteration (and resource) named.
 
         A missing model is 404, an unreadable one too, and the lineage is
         checked after that: an iteration of another project is refused as
         such even when the resource is the model's, or the answer would
         tell that the iteration exists.
         """
-        related = {
-            "iteration": Related(
-                "iterations", {"_id": body.iteration_id}, projection={"project_id": 1}
-            )
-        }
-        if body.resource_id is not None:
-            related["resource"] = Related(
-                "resources", {"_id": body.resource_id}, projection={"project_id": 1}
-            )
-        read = await self.store.read_with(
-            COUNTERS, {"_id": version_counter(model_id)}, related, session=session
-        )
         hidden = missing("model", model_id)
-        if read is None:
+        if counter is None:
             raise hidden
-        counter, found = read
         # A counter older than the project field belongs to no project, so
         # every lineage is refused for it (ids start at 1).
         project_id = int(counter.get("project_id", 0))
+        actor, body = registration.actor, registration.body
         await self.access.require(actor, project_id, Permission.CREATE, hidden=hidden)
-
-        if not _in_project(found["iteration"], project_id):
+        iteration = found[_named("iterations", body.iteration_id)]
+        if not _in_project(iteration, project_id):
             raise _foreign("iteration_id", "iteration", body.iteration_id)
         if body.resource_id is not None and not _in_project(
-            found["resource"], project_id
+            found[_named("resources", body.resource_id)], project_id
         ):
             raise _foreign("resource_id", "resource", body.resource_id)
-        return counter
+        return project_id
 
     async def _require_resource(
         self, doc: Document, resource_id: int, session: Session

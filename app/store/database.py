@@ -113,6 +113,11 @@ def on_commit(hook: CommitHook) -> Iterator[None]:
         _commit_hook.reset(token)
 
 
+def awaits_commit() -> bool:
+    """Whether a hook set by `on_commit` waits for the next transaction."""
+    return _commit_hook.get() is not None
+
+
 class Store:
     """Document operations on the registry's database."""
 
