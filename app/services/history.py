@@ -52,8 +52,6 @@ class Change:
     from_stage: int | None
     to_stage: int | None
     requested: bool = True
-    # Who asked for it, where changes of several users go in one record.
-    by: int | None = None
 
 
 @dataclass(frozen=True)
@@ -125,12 +123,31 @@ class History:
         Automatic changes name the requested one among ``changes`` as their
         cause.
         """
-        pairs = list(zip(ids[: len(changes)], changes, strict=True))
-        cause = next((id_ for id_, change in pairs if change.requested), None)
-        docs = [
-            _event(id_, slots.first + offset, slots.at, change, user_id, cause)
-            for offset, (id_, change) in enumerate(pairs)
-        ]
+        await self.record_requests(
+            [(changes, user_id)], ids, slots, session, writes=writes
+        )
+
+    async def record_requests(
+        self,
+        requests: list[tuple[list[Change], int]],
+        ids: list[int],
+        slots: Slots,
+        session: Session,
+        *,
+        writes: tuple[Write, ...] = (),
+    ) -> None:
+        """`record` for the changes of several requests, each with the user
+        who asked: in order, the automatic ones of a request naming its
+        requested one as their cause."""
+        docs: list[Document] = []
+        for changes, user_id in requests:
+            start = len(docs)
+            pairs = list(zip(ids[start : start + len(changes)], changes, strict=True))
+            cause = next((id_ for id_, change in pairs if change.requested), None)
+            docs += [
+                _event(id_, slots.first + start + n, slots.at, change, user_id, cause)
+                for n, (id_, change) in enumerate(pairs)
+            ]
         await self.store.write(
             [slots.claim, *writes, Insert(EVENTS, docs)], session=session
         )
@@ -187,7 +204,7 @@ def _event(
         "kind": change.kind.value,
         "from_stage_id": change.from_stage,
         "to_stage_id": change.to_stage,
-        "user_id": user_id if change.by is None else change.by,
+        "user_id": user_id,
         "at": at,
         "requested": change.requested,
         "caused_by": None if change.requested else cause,

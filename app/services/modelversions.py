@@ -312,7 +312,7 @@ class ModelVersionService(Service):
         counter, found = await self._registration_reads(model_id, batch, session)
         answers: list[int | Exception] = []
         docs: list[Document] = []
-        changes: list[Change] = []
+        requests: list[tuple[list[Change], int]] = []
         first = int(counter.get("seq", 0)) + 1 if counter else 0
         for registration, version_id in zip(batch, version_ids, strict=True):
             try:
@@ -332,10 +332,8 @@ class ModelVersionService(Service):
                 "revision": 1,
             }
             docs.append(doc)
-            by = registration.actor.user_id
-            changes.append(
-                Change(doc, EventKind.REGISTERED, None, Stage.NO_STAGE, by=by)
-            )
+            registered = Change(doc, EventKind.REGISTERED, None, Stage.NO_STAGE)
+            requests.append(([registered], registration.actor.user_id))
             answers.append(version_id)
         if not docs:
             return answers
@@ -343,13 +341,8 @@ class ModelVersionService(Service):
         slots = self.events.reserve(counter, len(docs), also={"seq": len(docs)})
         for doc in docs:
             doc["created_date"] = slots.at
-        await self.events.record(
-            changes,
-            event_ids,
-            slots,
-            batch[0].actor.user_id,
-            session,
-            writes=(Insert(self.collection, docs),),
+        await self.events.record_requests(
+            requests, event_ids, slots, session, writes=(Insert(self.collection, docs),)
         )
         return answers
 
