@@ -347,3 +347,61 @@ async def test_registrations_that_share_a_transaction_keep_their_own_user(
     by_version = {event["modelversion_id"]: event["user_id"] for event in events}
     assert [by_version[v] for v in created] == [admin.user_id, editor.user_id] * 3
     assert sorted(event["version"] for event in events) == [1, 2, 3, 4, 5, 6]
+
+
+async def test_promotions_that_share_a_transaction_replay_one_after_another(
+    caller: Caller,
+) -> None:
+    # Stage changes of one model that arrive together are written in one
+    # transaction, as if each ran after the one before.
+    ids = await lineage(caller)
+    versions = [
+        await register(caller, ids["model_id"], ids["iteration_id"]) for _ in range(4)
+    ]
+    await _stage(caller, versions[0], PRODUCTION)
+    before = len(await _model_events(caller, ids["model_id"]))
+
+    responses = await asyncio.gather(
+        *(
+            caller.patch(f"/modelversion/{v}", json={"stage_id": PRODUCTION})
+            for v in versions[1:]
+        )
+    )
+
+    assert [r.status for r in responses] == [200] * 3
+    events = await _model_events(caller, ids["model_id"])
+    production = _replay(events)
+    assert [len(now) for now in production[before:]] == [0, 1] * 3
+    by_id = {event["id"]: event for event in events}
+    for archived in events[before::2]:
+        cause = by_id[archived["caused_by"]]
+        assert (archived["requested"], cause["to_stage_id"]) == (False, PRODUCTION)
+        assert events.index(cause) == events.index(archived) + 1
+    for v in versions:
+        version = await get_json(caller, f"/modelversion/{v}")
+        assert {version["id"]} == production[-1] or version["stage_id"] == ARCHIVED
+        # Each version's revision counts its own stage changes.
+        moved = [e for e in events if e["modelversion_id"] == v][1:]
+        assert version["revision"] == 1 + len(moved)
+
+
+async def test_if_match_in_a_shared_transaction_sees_the_change_before_it(
+    caller: Caller,
+) -> None:
+    ids = await lineage(caller)
+    version = await register(caller, ids["model_id"], ids["iteration_id"])
+    await _stage(caller, version, STAGING)
+    etag = (await caller.get(f"/modelversion/{version}")).headers["ETag"]
+
+    responses = await asyncio.gather(
+        *(
+            caller.patch(
+                f"/modelversion/{version}",
+                json={"stage_id": stage},
+                headers={"If-Match": etag},
+            )
+            for stage in (PRODUCTION, ARCHIVED)
+        )
+    )
+
+    assert sorted(r.status for r in responses) == [200, 412]

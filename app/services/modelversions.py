@@ -44,6 +44,7 @@ from app.services.base import (
     Service,
     check_revision,
     missing,
+    revision_of,
     revision_query,
 )
 from app.services.history import (
@@ -100,6 +101,17 @@ class _Registration:
         return named
 
 
+@dataclass(frozen=True)
+class _StageChange:
+    """One stage change asked for: by whom, of which version, to which
+    stage, and the revisions If-Match allows."""
+
+    actor: Actor
+    version_id: int
+    stage: Stage
+    expected: Expected
+
+
 def _named(collection: str, id_: int) -> str:
     """The name a registration's read gives a record of its lineage."""
     return f"{collection}:{id_}"
@@ -130,6 +142,7 @@ class ModelVersionService(Service):
         # not known yet takes none.
         self._model_of: OrderedDict[int, int] = OrderedDict()
         self._registrations = Batches(self._register_batch)
+        self._stage_changes = Batches(self._change_stages_batch)
 
     def _turn(self, version_id: int) -> str | None:
         model_id = self._model_of.get(version_id)
@@ -359,6 +372,35 @@ class ModelVersionService(Service):
         Promotion may lose a race to another promotion of the same model;
         it then runs again from the start, against the winner's result.
         """
+        model_id = self._model_of.get(version_id)
+        stage = body.stage_id
+        if (
+            model_id is not None
+            and stage is not None
+            and set(body.changes()) == {"stage_id"}
+            and not awaits_commit()
+        ):
+            # Stage changes of one model that arrive together share a
+            # transaction (see `_change_stages`).
+            change = _StageChange(actor, version_id, Stage(stage), expected)
+            answer = await self._stage_changes.submit(model_id, change)
+            if isinstance(answer, Exception):
+                raise answer
+            count_promotion(change.stage.name)
+            return
+        await self._update_alone(actor, version_id, body, expected)
+        if body.stage_id is not None:
+            count_promotion(Stage(body.stage_id).name)
+
+    async def _update_alone(
+        self,
+        actor: Actor,
+        version_id: int,
+        body: ModelVersionUpdate,
+        expected: Expected,
+    ) -> None:
+        """`update` in a transaction of its own, run again when a promotion
+        loses a race."""
         # A stage change writes its event and perhaps one for the archived
         # incumbent; the ids are drawn here, outside the transaction.
         event_ids: list[int] = []
@@ -372,8 +414,6 @@ class ModelVersionService(Service):
                     ),
                     turn=self._turn(version_id) if body.stage_id is not None else None,
                 )
-                if body.stage_id is not None:
-                    count_promotion(Stage(body.stage_id).name)
                 return
             except DuplicateKey:
                 log.debug("promotion of %s lost a race (try %d)", version_id, attempt)
@@ -383,6 +423,151 @@ class ModelVersionService(Service):
             f"model version {version_id} could not be promoted: too much "
             "contention, retry"
         )
+
+    async def _change_stages_batch(
+        self, model_id: Hashable, batch: list[_StageChange]
+    ) -> list[bool | Exception]:
+        """Apply ``batch`` in one transaction; if it fails as a whole (a
+        promotion of another process won the race, say), each change the
+        way a change of its own goes, retries included."""
+        assert isinstance(model_id, int)
+        try:
+            return await self._change_stages(model_id, batch)
+        except Exception:
+            log.debug(
+                "%d stage changes of model %s run one by one", len(batch), model_id
+            )
+        answers: list[bool | Exception] = []
+        for change in batch:
+            body = ModelVersionUpdate(stage_id=change.stage)
+            try:
+                await self._update_alone(
+                    change.actor, change.version_id, body, change.expected
+                )
+                answers.append(True)
+            except Exception as exc:
+                answers.append(exc)
+        return answers
+
+    async def _change_stages(
+        self, model_id: int, batch: list[_StageChange]
+    ) -> list[bool | Exception]:
+        """Apply the stage changes of ``batch``, in order, in one
+        transaction, as if each ran after the one before: each is checked
+        (permission, If-Match) against the versions as the changes before it
+        left them, a promotion archives whichever version is in PRODUCTION
+        then, and every change and archiving is an event. The versions are
+        then written as they end up, the archived ones first, so that the
+        database never holds two PRODUCTION versions."""
+        event_ids = await self.store.next_ids(EVENTS, 2 * len(batch))
+        ids = [change.version_id for change in batch]
+        related = {
+            "versions": Related(
+                self.collection,
+                {
+                    "model_id": model_id,
+                    "$or": [{"_id": {"$in": ids}}, {"stage_id": Stage.PRODUCTION}],
+                },
+                many=True,
+            )
+        }
+
+        async def apply(session: Session) -> list[bool | Exception]:
+            read = await self.store.read_with(
+                COUNTERS, {"_id": version_counter(model_id)}, related, session=session
+            )
+            counter, found = read if read is not None else (None, {"versions": []})
+            versions = {doc["_id"]: dict(doc) for doc in found["versions"]}
+            before = {id_: dict(doc) for id_, doc in versions.items()}
+            answers: list[bool | Exception] = []
+            requests: list[tuple[list[Change], int]] = []
+            for change in batch:
+                try:
+                    moves = await self._stage_moves(change, versions, counter)
+                except RegistryError as exc:
+                    answers.append(exc)
+                    continue
+                answers.append(True)
+                if moves:
+                    requests.append((moves, change.actor.user_id))
+            if not requests:
+                return answers
+            assert counter is not None
+            count = sum(len(moves) for moves, _ in requests)
+            slots = self.events.reserve(counter, count)
+            await self.events.record_requests(
+                requests,
+                event_ids,
+                slots,
+                session,
+                writes=tuple(self._final_stages(before, versions, slots.at)),
+            )
+            return answers
+
+        return await self.store.transaction(apply, turn=version_counter(model_id))
+
+    async def _stage_moves(
+        self,
+        change: _StageChange,
+        versions: dict[int, Document],
+        counter: Document | None,
+    ) -> list[Change]:
+        """Check ``change`` against ``versions`` as they stand, apply it to
+        them, and return what moved: the archived incumbent, then the
+        version itself; nothing for a version already at the stage."""
+        hidden = missing(self.entity, change.version_id)
+        doc = versions.get(change.version_id)
+        if doc is None or counter is None:
+            raise hidden
+        await self.access.require(
+            change.actor, doc["project_id"], Permission.UPDATE, hidden=hidden
+        )
+        check_revision(self.entity, doc, change.expected)
+        if doc["stage_id"] == change.stage:
+            return []
+        moves: list[Change] = []
+        if change.stage == Stage.PRODUCTION:
+            for other in versions.values():
+                if other["stage_id"] == Stage.PRODUCTION:
+                    moves.append(_archived(dict(other)))
+                    other["stage_id"] = Stage.ARCHIVED
+                    other["revision"] = revision_of(other) + 1
+        moves.append(
+            Change(dict(doc), EventKind.STAGE_CHANGED, doc["stage_id"], change.stage)
+        )
+        doc["stage_id"] = change.stage
+        doc["revision"] = revision_of(doc) + 1
+        return moves
+
+    def _final_stages(
+        self, before: dict[int, Document], after: dict[int, Document], moment: datetime
+    ) -> list[Update]:
+        """The writes that take each changed version from ``before`` to
+        ``after``, the one left in PRODUCTION last; each must find the
+        version as read."""
+        changed = [
+            id_
+            for id_, doc in after.items()
+            if revision_of(doc) != revision_of(before[id_])
+        ]
+        changed.sort(key=lambda id_: after[id_]["stage_id"] == Stage.PRODUCTION)
+        return [
+            Update(
+                self.collection,
+                {"_id": id_, "stage_id": before[id_]["stage_id"]},
+                {
+                    "$set": {
+                        "stage_id": after[id_]["stage_id"],
+                        "updated_date": moment,
+                    },
+                    "$inc": {
+                        "revision": revision_of(after[id_]) - revision_of(before[id_])
+                    },
+                },
+                required=True,
+            )
+            for id_ in changed
+        ]
 
     async def delete(
         self, actor: Actor, version_id: int, *, expected: Expected = None

@@ -146,13 +146,13 @@ async def test_failure_inside_the_transaction_leaves_neither_change_nor_events(
         await _version(real, incumbent),
         await _version(real, challenger),
     )
-    record = History.record
+    record = History.record_requests
 
     async def record_then_fail(self: History, *args: Any, **kwargs: Any) -> None:
         await record(self, *args, **kwargs)
         raise RuntimeError("injected after the events were written")
 
-    monkeypatch.setattr(History, "record", record_then_fail)
+    monkeypatch.setattr(History, "record_requests", record_then_fail)
     status = await _promote(real, challenger)
     monkeypatch.undo()
 
@@ -170,13 +170,13 @@ async def test_failed_registration_leaves_no_version_event_or_number(
 ) -> None:
     ids = await lineage(real)
     await register(real, ids["model_id"], ids["iteration_id"])
-    record = History.record
+    record = History.record_requests
 
     async def record_then_fail(self: History, *args: Any, **kwargs: Any) -> None:
         await record(self, *args, **kwargs)
         raise RuntimeError("injected after the event was written")
 
-    monkeypatch.setattr(History, "record", record_then_fail)
+    monkeypatch.setattr(History, "record_requests", record_then_fail)
     response = await real.post(
         f"/modelversion/model/{ids['model_id']}",
         json={"iteration_id": ids["iteration_id"]},
