@@ -7,6 +7,7 @@ tests/integration/test_store_real.py.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from app.errors import DatabaseUnavailable
 from app.mongo import ServerFeatures
 from app.store.database import Session, Store, _counted, retry_pause
-from app.store.errors import Contention
+from app.store.errors import Contention, DuplicateKey
 from app.store.ops import Delete, Insert, Ref, Related, Update
 
 PAGE: dict[str, Any] = {"sort": "_id", "limit": 2, "offset": 1}
@@ -273,3 +274,31 @@ async def test_pages_of_versions_are_never_kept(store: Store) -> None:
 
     _, docs, total = await store.page_under(*args, **LISTED_PAGE)
     assert (len(docs), total) == (4, 4)
+
+
+async def test_a_duplicate_key_among_stepwise_inserts_is_a_duplicate_key(
+    store: Store,
+) -> None:
+    # insert_many reports it as a bulk write error, not a duplicate key.
+    with pytest.raises(DuplicateKey):
+        await store.write([Insert("models", [{"_id": 7}])], session=None)
+
+
+async def test_ids_drawn_together_are_drawn_in_one_step_and_never_shared(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    draws: list[int] = []
+    draw = Store._draw
+
+    async def counted(self: Store, counter: str, count: int) -> Any:
+        draws.append(count)
+        return await draw(self, counter, count)
+
+    await store.seed_id_counters()
+    monkeypatch.setattr(Store, "_draw", counted)
+
+    drawn = await asyncio.gather(*(store.next_ids("models", n) for n in (1, 2, 1, 3)))
+
+    assert sorted(i for ids in drawn for i in ids) == list(range(1, 8))
+    assert [len(ids) for ids in drawn] == [1, 2, 1, 3]
+    assert draws == [7]

@@ -59,7 +59,7 @@ from app.store.ops import (
     picked,
     read_pipeline,
 )
-from app.store.turns import Turns
+from app.store.turns import Batches, Turns
 
 log = logging.getLogger("deardiary.store")
 
@@ -139,6 +139,8 @@ class Store:
         self.deadline_s = deadline_s
         self.turns = Turns()
         self.pages = Pages()
+        self._draws: Batches[int, list[int]] = Batches(self._draw_batch)
+        self._bumps: Batches[None, None] = Batches(self._bump_batch)
 
     @translated
     async def get(
@@ -329,15 +331,25 @@ class Store:
             await asyncio.shield(self._bump(listed))
 
     async def _bump(self, collections: AbstractSet[str]) -> None:
+        # The bumps of one stamp asked for while one runs go together in the
+        # next: it starts after each of them was asked for, which is all a
+        # change needs of it.
+        await asyncio.gather(
+            *(self._bumps.submit(name, None) for name in sorted(collections))
+        )
+
+    async def _bump_batch(
+        self, name: Hashable, asked: list[None]
+    ) -> list[Exception | None]:
         try:
-            for name in sorted(collections):
-                await self.db[STAMPS].update_one(
-                    {"_id": name}, {"$inc": {"n": 1}}, upsert=True
-                )
+            await self.db[STAMPS].update_one(
+                {"_id": name}, {"$inc": {"n": 1}}, upsert=True
+            )
         except PyMongoError as exc:
             # The change itself is done; only kept pages may now outlive it,
             # for MAX_AGE_S at most.
-            log.warning("could not mark %s as changed: %s", sorted(collections), exc)
+            log.warning("could not mark %s as changed: %s", name, exc)
+        return [None] * len(asked)
 
     async def _page_under(
         self,
@@ -499,16 +511,25 @@ class Store:
         return doc
 
     async def next_ids(self, counter: str, count: int) -> list[int]:
-        """``count`` fresh ids in one step, drawn outside any transaction so
-        writers never queue."""
-        doc = await self._draw(counter, count)
+        """``count`` fresh ids, drawn outside any transaction so writers
+        never queue; the draws of one counter that arrive while one runs
+        are drawn together, in one step (see `app.store.turns.Batches`)."""
+        return await self._draws.submit(counter, count)
+
+    async def _draw_batch(
+        self, counter: Hashable, counts: list[int]
+    ) -> list[list[int] | Exception]:
+        """The ids of each of ``counts``, in one step on ``counter``."""
+        assert isinstance(counter, str)
+        total = sum(counts)
+        doc = await self._draw(counter, total)
         if doc is None:
             await self._seed_id_counter(counter, 0)
-            doc = await self._draw(counter, count)
+            doc = await self._draw(counter, total)
         if doc is None:  # pragma: no cover - the seed just created it
             raise DatabaseUnavailable(f"counter {counter} could not be created")
-        last = int(doc["seq"])
-        return list(range(last - count + 1, last + 1))
+        ids = iter(range(int(doc["seq"]) - total + 1, int(doc["seq"]) + 1))
+        return [[next(ids) for _ in range(count)] for count in counts]
 
     async def next_id(self, counter: str) -> int:
         """A fresh id, drawn outside any transaction."""
