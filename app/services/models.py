@@ -13,9 +13,10 @@ from app.schemas import (
 )
 from app.services.access import Actor, Permission
 from app.services.base import Expected, Parent, Service, check_revision
-from app.services.history import EVENTS, event_page, version_counter
+from app.services.history import COUNTERS, EVENTS, event_page, version_counter
 from app.store.database import Session
 from app.store.errors import DuplicateKey
+from app.store.ops import Insert
 
 __all__ = ["ModelService", "version_counter"]
 
@@ -62,8 +63,6 @@ class ModelService(Service):
 
     async def create(self, actor: Actor, project_id: int, body: ModelCreate) -> int:
         """Register a model name in a project; names are unique there."""
-        await self._require_project(actor, project_id, Permission.CREATE)
-
         model_id = await self.store.next_id(self.collection)
         doc = {
             "_id": model_id,
@@ -72,14 +71,18 @@ class ModelService(Service):
             "created_date": now(),
             "revision": 1,
         }
+        # The version counter carries the project so that registration
+        # checks lineage in the same step that numbers the version.
+        counter = {"_id": version_counter(model_id), "seq": 0, "project_id": project_id}
 
         async def insert(session: Session) -> int:
-            await self.store.insert(self.collection, doc, session=session)
-            # The version counter carries the project so that registration
-            # checks lineage in the same step that numbers the version.
-            await self.store.seed_counter(
-                version_counter(model_id),
-                extra={"project_id": project_id},
+            # The project is read in the transaction, before its writes
+            # (which go in one step where the server allows).
+            await self._require_project(
+                actor, project_id, Permission.CREATE, session=session
+            )
+            await self.store.write(
+                [Insert(self.collection, [doc]), Insert(COUNTERS, [counter])],
                 session=session,
             )
             return model_id

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import ParamSpec, TypeVar
 
 from pymongo.errors import (
+    BulkWriteError,
     ClientBulkWriteException,
     ConnectionFailure,
     DuplicateKeyError,
@@ -65,6 +66,12 @@ def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             return await fn(*args, **kwargs)
         except DuplicateKeyError as exc:
             raise DuplicateKey(index_name(exc)) from exc
+        except BulkWriteError as exc:
+            # insert_many reports a duplicate key among its write errors.
+            first = _first_duplicate(exc.details)
+            if first is None:
+                raise
+            raise DuplicateKey(index_name(first)) from exc
         except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
             if kwargs.get("session") is not None:
                 raise
@@ -82,7 +89,14 @@ def unwrapped(exc: ClientBulkWriteException) -> PyMongoError:
     """
     if isinstance(exc.error, PyMongoError):
         return exc.error
-    first = next(iter(exc.details.get("writeErrors") or []), None)
-    if first is not None and first.get("code") == DUPLICATE_KEY:
+    return _first_duplicate(exc.details) or exc
+
+
+def _first_duplicate(details: Mapping[str, object] | None) -> DuplicateKeyError | None:
+    """The first write error of a bulk write's ``details``, as a duplicate
+    key error, if it is one."""
+    errors = (details or {}).get("writeErrors")
+    first = next(iter(errors), None) if isinstance(errors, list) else None
+    if isinstance(first, dict) and first.get("code") == DUPLICATE_KEY:
         return DuplicateKeyError(str(first.get("errmsg", "")), DUPLICATE_KEY, first)
-    return exc
+    return None
