@@ -29,6 +29,7 @@ from app.indexes import IndexCheck, apply_indexes
 from app.metrics import scrape_registry
 from app.mongo import open_client, server_features
 from app.services import Services
+from app.services.history import move_version_counters
 from app.services.users import ensure_admin
 from app.settings import Settings, check_auth
 from app.store.database import Store
@@ -129,6 +130,7 @@ async def _open_store(app: web.Application, mongo: Any) -> None:
         deadline_s=settings.request_timeout_seconds,
     )
     await store.seed_id_counters()
+    await move_version_counters(store)
 
     services = Services.build(store, settings)
     app[keys.MONGO_CLIENT] = mongo

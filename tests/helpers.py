@@ -125,7 +125,7 @@ async def contents(db: Any) -> dict[str, list[Any]]:
     """
     result = {}
     for name in sorted(await db.list_collection_names()):
-        if name in ("counters", "ids", "listings"):
+        if name in ("counters", "version_counters", "listings"):
             continue
         docs = await db[name].find({}).to_list(length=None)
         result[name] = sorted(docs, key=lambda doc: str(doc["_id"]))

@@ -3,12 +3,15 @@ one production version, any-to-any stages, lineage inside the project)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from app.errors import DatabaseUnavailable
+from app.services.history import History
 from app.settings import Settings
 from tests.helpers import (
     contents,
@@ -563,3 +566,27 @@ async def test_deleting_the_production_version_frees_the_slot(
     await _stage(api, new, PRODUCTION)
 
     assert (await _version(api, new))["stage_id"] == PRODUCTION
+
+
+async def test_a_batch_of_registrations_that_failed_as_a_whole_is_not_run_again(
+    api: TestClient, mongo: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The transaction may have committed without telling (its answer lost):
+    # running each registration again could register it twice.
+    ids = await lineage(api)
+    record = History.record_requests
+
+    async def record_then_fail(self: History, *args: Any, **kwargs: Any) -> None:
+        await record(self, *args, **kwargs)
+        raise DatabaseUnavailable("the commit's answer was lost")
+
+    monkeypatch.setattr(History, "record_requests", record_then_fail)
+    path = f"/modelversion/model/{ids['model_id']}"
+    responses = await asyncio.gather(
+        *(api.post(path, json={"iteration_id": ids["iteration_id"]}) for _ in range(3))
+    )
+    monkeypatch.undo()
+
+    assert [r.status for r in responses] == [503] * 3
+    stored = database(mongo, settings).modelversions
+    assert await stored.count_documents({"model_id": ids["model_id"]}) == 3

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.store.ops import Ref, Related, counted_parent, join_key, read_pipeline
+from app.store.ops import (
+    Ref,
+    Related,
+    _value_expression,
+    counted_parent,
+    join_key,
+    read_pipeline,
+)
 
 
 def _lookups(pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -61,3 +68,11 @@ def test_the_join_prefers_the_id_then_a_reference_then_a_value() -> None:
     assert join_key({"stage_id": 3, "model_id": ref}) == ("model_id", ref)
     assert join_key({"stage_id": 3}) == ("stage_id", 3)
     assert join_key({"_id": {"$in": [1, 2]}}) is None
+
+
+def test_a_value_joined_on_is_the_main_documents_field_or_a_literal() -> None:
+    assert _value_expression(Ref("model_id")) == "$model_id"
+    assert _value_expression(Ref("model_id", prefix="m:")) == {
+        "$concat": ["m:", {"$toString": "$model_id"}]
+    }
+    assert _value_expression(5) == {"$literal": 5}

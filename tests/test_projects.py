@@ -205,7 +205,7 @@ async def test_project_delete_removes_everything_under_it(
     ):
         assert await db[collection].count_documents({}) == 0, collection
     model_counters = {"_id": {"$regex": "^modelversion:"}}
-    assert await db.counters.count_documents(model_counters) == 0
+    assert await db.version_counters.count_documents(model_counters) == 0
     for path in (
         f"/experiment/{ids['experiment_id']}",
         f"/iteration/{ids['child_id']}",

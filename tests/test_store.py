@@ -11,11 +11,14 @@ import asyncio
 from typing import Any
 
 import pytest
+from pymongo.errors import AutoReconnect
 
 from app.errors import DatabaseUnavailable
 from app.mongo import ServerFeatures
+from app.services.history import move_version_counters
 from app.store.database import Session, Store, _counted, retry_pause
 from app.store.errors import Contention, DuplicateKey
+from app.store.listings import STAMPS, Pages
 from app.store.ops import Delete, Insert, Ref, Related, Update
 
 PAGE: dict[str, Any] = {"sort": "_id", "limit": 2, "offset": 1}
@@ -164,31 +167,30 @@ async def test_a_rerun_after_a_transient_error_waits_a_jittered_backoff(
     assert retry_pause(100) == 0.5
 
 
-async def test_ids_are_drawn_from_counters_of_their_own(store: Store) -> None:
-    assert await store.next_ids("models", 2) == [1, 2]
-
-    assert await store.db.ids.find_one({"_id": "models"}) == {"_id": "models", "seq": 2}
-    assert await store.db.counters.find_one({"_id": "models"}) is None
-
-
-async def test_an_id_counter_kept_among_version_counters_moves_on_startup(
+async def test_version_counters_kept_among_id_counters_move_on_startup(
     store: Store,
 ) -> None:
-    # Where data written before the id counters had their own collection
-    # keeps them.
-    await store.db.counters.insert_one({"_id": "models", "seq": 41})
-
+    # Where data written before version counters had their own collection
+    # keeps them (the fixture's counter is one).
+    await store.db.version_counters.insert_one({"_id": "modelversion:9", "seq": 4})
+    await store.db.counters.insert_one({"_id": "modelversion:9", "seq": 1})
     await store.seed_id_counters()
-    await store.seed_id_counters()  # a second server starting changes nothing
 
-    assert await store.next_id("models") == 42
-    assert await store.db.counters.find_one({"_id": "models"}) is None
-    assert await store.next_id("projects") == 1
+    assert await move_version_counters(store) == 2
+    assert await move_version_counters(store) == 0  # a second server: nothing
+
+    assert await store.db.counters.find_one({"_id": "modelversion:7"}) is None
+    moved = await store.db.version_counters.find_one({"_id": "modelversion:7"})
+    assert moved == {"_id": "modelversion:7", "events": 2}
+    # A counter already there is the newer one and is kept.
+    kept = await store.db.version_counters.find_one({"_id": "modelversion:9"})
+    assert kept == {"_id": "modelversion:9", "seq": 4}
+    assert await store.next_id("models") == 1
 
 
 async def test_a_bump_writes_an_existing_counter_only(store: Store) -> None:
-    assert await store.bump("modelversion:7", field="guard")
-    assert not await store.bump("modelversion:8", field="guard")
+    assert await store.bump("counters", "modelversion:7", field="guard")
+    assert not await store.bump("counters", "modelversion:8", field="guard")
 
     counter = await store.db.counters.find_one({"_id": "modelversion:7"})
     assert counter["guard"] == 1
@@ -302,3 +304,31 @@ async def test_ids_drawn_together_are_drawn_in_one_step_and_never_shared(
     assert sorted(i for ids in drawn for i in ids) == list(range(1, 8))
     assert [len(ids) for ids in drawn] == [1, 2, 1, 3]
     assert draws == [7]
+
+
+async def test_a_change_whose_stamp_cannot_be_bumped_renews_this_process_pages(
+    listed: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _listed(listed)
+    await _listed(listed)
+    stamps = listed.db[STAMPS]
+
+    async def refused(*args: Any, **kwargs: Any) -> Any:
+        raise AutoReconnect("the primary stepped down")
+
+    monkeypatch.setattr(type(stamps), "update_one", refused)
+    await listed.insert("models", {"_id": 3, "project_id": 2})
+    monkeypatch.undo()
+
+    assert await _listed(listed) == ([1, 2, 3], 3)
+
+
+def test_kept_pages_are_bounded_by_their_size() -> None:
+    pages = Pages(max_bytes=10_000)
+    big = [{"_id": n, "blob": "x" * 1000} for n in range(4)]
+    for n in range(5):
+        pages.put(("page", n), (0,), (None, big, 4))
+
+    assert len(pages) == 2  # the oldest went first
+    assert pages.get(("page", 4), (0,)) is not None
+    assert pages.get(("page", 0), (0,)) is None

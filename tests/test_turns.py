@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Hashable
 
+from app.errors import DatabaseUnavailable
 from app.store.turns import Batches, Turns
 
 
@@ -109,4 +110,19 @@ async def test_an_item_given_up_before_its_batch_starts_is_dropped() -> None:
     runs.release.set()
 
     assert await first == 20
+    assert runs.batches == [[2]]
+
+
+async def test_an_item_whose_caller_gave_up_waiting_is_not_run() -> None:
+    runs = _Runs()
+    batches = Batches(runs, patience_s=0.01)
+    first = asyncio.ensure_future(batches.submit("m", 2))
+    await asyncio.sleep(0)
+    late = asyncio.ensure_future(batches.submit("m", 4))
+    await asyncio.sleep(0.02)  # the first batch outlives both callers' patience
+
+    runs.release.set()
+    answers = await asyncio.gather(first, late, return_exceptions=True)
+
+    assert [type(answer) for answer in answers] == [DatabaseUnavailable] * 2
     assert runs.batches == [[2]]

@@ -15,6 +15,7 @@ from typing import Any
 from app.errors import NotFound, PreconditionFailed, RegistryError
 from app.schemas import entity_tag
 from app.services.access import Access, Actor, Permission
+from app.services.history import VERSION_COUNTERS
 from app.store.database import Document, Session, Store
 from app.store.files import Files
 from app.store.ops import Update
@@ -194,7 +195,7 @@ class Service:
         transaction that retries sees the other's result.
         """
         await self.store.update_many(
-            "counters",
+            VERSION_COUNTERS,
             {"project_id": project_id},
             {"$inc": {"guard": 1}},
             session=session,

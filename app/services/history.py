@@ -28,8 +28,25 @@ from app.store.database import Document, Session, Store
 from app.store.ops import Insert, Ref, Related, Update, Write
 
 EVENTS = "modelversion_events"
-COUNTERS = "counters"
+# One counter per model: it numbers the versions and orders the history.
+# A collection apart from the id counters in `counters`: see
+# `move_version_counters`.
+VERSION_COUNTERS = "version_counters"
 _COUNTER_PREFIX = "modelversion:"
+
+
+async def move_version_counters(store: Store) -> int:
+    """Move version counters kept among the id counters, where data written
+    before they had a collection of their own holds them; how many moved.
+
+    Drawing an id is a findAndModify, which SecantusDB, the embedded store,
+    answers by scanning the collection: kept with one version counter per
+    model, the id counters cost a scan of every model on each id drawn.
+    Stop every older server first: it would look for them in `counters`.
+    """
+    return await store.move(
+        "counters", VERSION_COUNTERS, {"_id": {"$regex": f"^{_COUNTER_PREFIX}"}}
+    )
 
 
 def version_counter(model_id: int) -> str:
@@ -40,7 +57,7 @@ def version_counter(model_id: int) -> str:
 def counter_of(model_field: str) -> Related:
     """The version counter of the model named by a document's
     ``model_field``, to read along with that document."""
-    return Related(COUNTERS, {"_id": Ref(model_field, prefix=_COUNTER_PREFIX)})
+    return Related(VERSION_COUNTERS, {"_id": Ref(model_field, prefix=_COUNTER_PREFIX)})
 
 
 @dataclass(frozen=True)
@@ -98,7 +115,7 @@ class History:
             "events_at": moment,
         }
         claim = Update(
-            COUNTERS,
+            VERSION_COUNTERS,
             {"_id": counter["_id"], "events": counter.get("events")},
             {"$inc": increments, "$set": {"events_at": moment}},
             required=True,

@@ -13,7 +13,7 @@ from app.schemas import (
 )
 from app.services.access import Actor, Permission
 from app.services.base import Expected, Parent, Service, check_revision
-from app.services.history import COUNTERS, EVENTS, event_page, version_counter
+from app.services.history import EVENTS, VERSION_COUNTERS, event_page, version_counter
 from app.store.database import Session
 from app.store.errors import DuplicateKey
 from app.store.ops import Insert
@@ -82,7 +82,7 @@ class ModelService(Service):
                 actor, project_id, Permission.CREATE, session=session
             )
             await self.store.write(
-                [Insert(self.collection, [doc]), Insert(COUNTERS, [counter])],
+                [Insert(self.collection, [doc]), Insert(VERSION_COUNTERS, [counter])],
                 session=session,
             )
             return model_id
@@ -135,7 +135,7 @@ class ModelService(Service):
             # Dropping the counter also makes a registration racing with
             # this delete conflict, so no version outlives its model.
             await self.store.delete(
-                "counters", {"_id": version_counter(model_id)}, session=session
+                VERSION_COUNTERS, {"_id": version_counter(model_id)}, session=session
             )
 
         await self.store.transaction(remove)

@@ -48,8 +48,8 @@ from app.services.base import (
     revision_query,
 )
 from app.services.history import (
-    COUNTERS,
     EVENTS,
+    VERSION_COUNTERS,
     Change,
     History,
     counter_of,
@@ -112,6 +112,12 @@ class _StageChange:
     expected: Expected
 
 
+def _log_unexpected(exc: Exception, what: str, *args: Any) -> None:
+    """Log an error that is not the registry's own answer to a request."""
+    if not isinstance(exc, RegistryError):
+        log.error("%s failed", what % args, exc_info=exc)
+
+
 def _named(collection: str, id_: int) -> str:
     """The name a registration's read gives a record of its lineage."""
     return f"{collection}:{id_}"
@@ -141,8 +147,9 @@ class ModelVersionService(Service):
         # `app.store.turns`) before its transaction reads the version. One
         # not known yet takes none.
         self._model_of: OrderedDict[int, int] = OrderedDict()
-        self._registrations = Batches(self._register_batch)
-        self._stage_changes = Batches(self._change_stages_batch)
+        patience = store.deadline_s
+        self._registrations = Batches(self._register_batch, patience_s=patience)
+        self._stage_changes = Batches(self._change_stages_batch, patience_s=patience)
 
     def _turn(self, version_id: int) -> str | None:
         model_id = self._model_of.get(version_id)
@@ -250,21 +257,16 @@ class ModelVersionService(Service):
     async def _register_batch(
         self, model_id: Hashable, batch: list[_Registration]
     ) -> list[int | Exception]:
-        """Register ``batch`` in one transaction; if it fails as a whole,
-        each registration on its own, so that each gets its own answer."""
+        """Register ``batch`` in one transaction. Each refusal is its
+        registration's own answer; an error of the whole transaction is
+        every registration's, never run again here: the transaction may have
+        committed without telling."""
         assert isinstance(model_id, int)
         try:
             return await self._register(model_id, batch)
-        except Exception:
-            if len(batch) == 1:
-                raise
-        answers: list[int | Exception] = []
-        for registration in batch:
-            try:
-                answers += await self._register(model_id, [registration])
-            except Exception as exc:
-                answers.append(exc)
-        return answers
+        except Exception as exc:
+            _log_unexpected(exc, "registrations of model %s", model_id)
+            return [exc] * len(batch)
 
     async def _register(
         self, model_id: int, batch: list[_Registration]
@@ -379,6 +381,8 @@ class ModelVersionService(Service):
             and stage is not None
             and set(body.changes()) == {"stage_id"}
             and not awaits_commit()
+            # Without transactions a batch's writes could stop half done.
+            and self.store.transactions
         ):
             # Stage changes of one model that arrive together share a
             # transaction (see `_change_stages`).
@@ -427,16 +431,18 @@ class ModelVersionService(Service):
     async def _change_stages_batch(
         self, model_id: Hashable, batch: list[_StageChange]
     ) -> list[bool | Exception]:
-        """Apply ``batch`` in one transaction; if it fails as a whole (a
-        promotion of another process won the race, say), each change the
-        way a change of its own goes, retries included."""
+        """Apply ``batch`` in one transaction. If a promotion of another
+        process won the race (the database refused a second PRODUCTION
+        version, and rolled the batch back), each change runs again the way
+        a change of its own does; any other error is every change's."""
         assert isinstance(model_id, int)
         try:
             return await self._change_stages(model_id, batch)
-        except Exception:
-            log.debug(
-                "%d stage changes of model %s run one by one", len(batch), model_id
-            )
+        except DuplicateKey:
+            log.debug("stage changes of model %s run one by one", model_id)
+        except Exception as exc:
+            _log_unexpected(exc, "stage changes of model %s", model_id)
+            return [exc] * len(batch)
         answers: list[bool | Exception] = []
         for change in batch:
             body = ModelVersionUpdate(stage_id=change.stage)
@@ -474,7 +480,10 @@ class ModelVersionService(Service):
 
         async def apply(session: Session) -> list[bool | Exception]:
             read = await self.store.read_with(
-                COUNTERS, {"_id": version_counter(model_id)}, related, session=session
+                VERSION_COUNTERS,
+                {"_id": version_counter(model_id)},
+                related,
+                session=session,
             )
             counter, found = read if read is not None else (None, {"versions": []})
             versions = {doc["_id"]: dict(doc) for doc in found["versions"]}
@@ -554,7 +563,11 @@ class ModelVersionService(Service):
         return [
             Update(
                 self.collection,
-                {"_id": id_, "stage_id": before[id_]["stage_id"]},
+                {
+                    "_id": id_,
+                    "stage_id": before[id_]["stage_id"],
+                    **revision_query(frozenset({revision_of(before[id_])})),
+                },
                 {
                     "$set": {
                         "stage_id": after[id_]["stage_id"],
@@ -755,7 +768,10 @@ class ModelVersionService(Service):
                     collection, {"_id": id_}, projection={"project_id": 1}
                 )
         read = await self.store.read_with(
-            COUNTERS, {"_id": version_counter(model_id)}, related, session=session
+            VERSION_COUNTERS,
+            {"_id": version_counter(model_id)},
+            related,
+            session=session,
         )
         return (None, {}) if read is None else read
 
@@ -804,5 +820,8 @@ class ModelVersionService(Service):
         # Writing the model's counter makes a racing delete of the resource
         # conflict with this transaction (see Service._guard_references).
         await self.store.bump(
-            version_counter(doc["model_id"]), field="guard", session=session
+            VERSION_COUNTERS,
+            version_counter(doc["model_id"]),
+            field="guard",
+            session=session,
         )

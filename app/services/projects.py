@@ -10,6 +10,7 @@ from app.errors import Conflict
 from app.schemas import Page, Project, ProjectCreate, ProjectUpdate, now
 from app.services.access import Actor, Permission
 from app.services.base import Expected, Service, missing
+from app.services.history import VERSION_COUNTERS
 from app.store.database import Session
 from app.store.errors import DuplicateKey
 
@@ -21,7 +22,7 @@ OWNED = (
     "iterations",
     "experiments",
     "userpermissions",
-    "counters",
+    VERSION_COUNTERS,
     "modelversion_events",
 )
 

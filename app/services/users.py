@@ -257,7 +257,7 @@ class UserService(Service):
     async def _keep_an_admin(self, user_id: int, session: Session) -> None:
         """Refuse to take away the last admin."""
         await self.store.seed_counter(ADMIN_GUARD, session=session)
-        await self.store.bump(ADMIN_GUARD, field="guard", session=session)
+        await self.store.bump("counters", ADMIN_GUARD, field="guard", session=session)
         others = {"is_admin": True, "_id": {"$ne": user_id}}
         if not await self.store.exists(self.collection, others, session=session):
             raise Conflict(

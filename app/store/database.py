@@ -68,14 +68,11 @@ T = TypeVar("T")
 Document = dict[str, Any]
 Session = Any
 
-# The collection of the counters handing out ids, one per collection; they
-# are seeded at startup because a first concurrent upsert on a fresh counter
-# is not safe on every server. They have a collection of their own, apart
-# from the per-model version counters in ``counters``, because drawing an id
-# is a findAndModify, which SecantusDB answers by scanning the collection
-# (it plans its write by ``_id`` and the query together, which no index
-# serves): kept to a dozen documents, that scan costs nothing.
-ID_COUNTERS_COLLECTION = "ids"
+# Counters handing out ids, one per collection; seeded at startup because a
+# first concurrent upsert on a fresh counter is not safe on every server.
+# How long the answer to a change waits for the bump of its listing stamps.
+BUMP_WAIT_S = 1.0
+
 ID_COUNTERS = (
     "projects",
     "experiments",
@@ -139,7 +136,9 @@ class Store:
         self.deadline_s = deadline_s
         self.turns = Turns()
         self.pages = Pages()
-        self._draws: Batches[int, list[int]] = Batches(self._draw_batch)
+        self._draws: Batches[int, list[int]] = Batches(
+            self._draw_batch, patience_s=deadline_s
+        )
         self._bumps: Batches[None, None] = Batches(self._bump_batch)
 
     @translated
@@ -284,23 +283,25 @@ class Store:
         from `app.store.listings` after one read of their stamps while
         neither changed.
         """
-        fetch = self._page_under(
-            parent, parent_id, parent_fields, collection, query, sort, limit, offset
-        )
+
+        def fetch() -> Awaitable[tuple[Document | None, list[Document], int]]:
+            return self._page_under(
+                parent, parent_id, parent_fields, collection, query, sort, limit, offset
+            )
+
         if not {parent, collection} <= LISTED or not limit:
-            return await fetch
+            return await fetch()
         key: Hashable = (parent, parent_id, repr(parent_fields), collection)
         key = (key, repr(query), sort, limit, offset)
         if not self.pages.seen(key):
-            return await fetch
+            return await fetch()
         # Read before the page, so that a page kept under these stamps is
         # never older than they are.
         stamps = await self._stamps(parent, collection)
         kept = self.pages.get(key, stamps)
         if kept is not None:
-            fetch.close()
             return kept
-        answer = await fetch
+        answer = await fetch()
         self.pages.put(key, stamps, answer)
         return answer
 
@@ -333,10 +334,16 @@ class Store:
     async def _bump(self, collections: AbstractSet[str]) -> None:
         # The bumps of one stamp asked for while one runs go together in the
         # next: it starts after each of them was asked for, which is all a
-        # change needs of it.
-        await asyncio.gather(
+        # change needs of it. The change is done whatever becomes of its
+        # bump, so its answer waits BUMP_WAIT_S for it at most.
+        bumps = asyncio.gather(
             *(self._bumps.submit(name, None) for name in sorted(collections))
         )
+        try:
+            async with asyncio.timeout(BUMP_WAIT_S):
+                await asyncio.shield(bumps)
+        except TimeoutError:
+            self._bump_failed(collections, "no answer in time")
 
     async def _bump_batch(
         self, name: Hashable, asked: list[None]
@@ -346,10 +353,14 @@ class Store:
                 {"_id": name}, {"$inc": {"n": 1}}, upsert=True
             )
         except PyMongoError as exc:
-            # The change itself is done; only kept pages may now outlive it,
-            # for MAX_AGE_S at most.
-            log.warning("could not mark %s as changed: %s", name, exc)
+            self._bump_failed({str(name)}, str(exc))
         return [None] * len(asked)
+
+    def _bump_failed(self, collections: AbstractSet[str], why: str) -> None:
+        # The change itself is done. This process forgets its pages; those
+        # of other processes may outlive it, for MAX_AGE_S at most.
+        self.pages.clear()
+        log.warning("could not mark %s as changed: %s", sorted(collections), why)
 
     async def _page_under(
         self,
@@ -490,20 +501,20 @@ class Store:
         return int(result.deleted_count)
 
     @translated
-    async def bump(self, counter: str, *, field: str, session: Session = None) -> bool:
+    async def bump(
+        self, collection: str, counter: str, *, field: str, session: Session = None
+    ) -> bool:
         """Add one to a counter's ``field``, to make the transaction that
         does it conflict with any other that writes the counter; True when
         the counter exists."""
-        result = await self.db.counters.update_one(
+        result = await self.db[collection].update_one(
             {"_id": counter}, {"$inc": {field: 1}}, session=session
         )
         return bool(result.matched_count)
 
     @translated
     async def _draw(self, counter: str, count: int) -> Document | None:
-        doc: Document | None = await self.db[
-            ID_COUNTERS_COLLECTION
-        ].find_one_and_update(
+        doc: Document | None = await self.db.counters.find_one_and_update(
             {"_id": counter},
             {"$inc": {"seq": count}},
             return_document=ReturnDocument.AFTER,
@@ -524,7 +535,7 @@ class Store:
         total = sum(counts)
         doc = await self._draw(counter, total)
         if doc is None:
-            await self._seed_id_counter(counter, 0)
+            await self.seed_counter(counter)
             doc = await self._draw(counter, total)
         if doc is None:  # pragma: no cover - the seed just created it
             raise DatabaseUnavailable(f"counter {counter} could not be created")
@@ -547,30 +558,28 @@ class Store:
             session=session,
         )
 
-    @translated
-    async def _seed_id_counter(self, counter: str, at_least: int) -> None:
-        await self.db[ID_COUNTERS_COLLECTION].update_one(
-            {"_id": counter}, {"$max": {"seq": at_least}}, upsert=True
-        )
-
-    @translated
     async def seed_id_counters(self) -> None:
-        """Create every id counter before the first request can race on it.
-
-        An id counter still kept among the version counters, where data
-        written before the id counters had their own collection holds it,
-        moves over first: the new counter starts at no less than the old
-        one reached, so no id is handed out twice.
-        """
+        """Create every id counter before the first request can race on it."""
         for name in sorted(LISTED):
             await self.db[STAMPS].update_one(
                 {"_id": name}, {"$setOnInsert": {"n": 0}}, upsert=True
             )
         for counter in ID_COUNTERS:
-            old = await self.db.counters.find_one({"_id": counter})
-            await self._seed_id_counter(counter, int(old["seq"]) if old else 0)
-            if old is not None:
-                await self.db.counters.delete_one({"_id": counter})
+            await self.seed_counter(counter)
+
+    @translated
+    async def move(self, source: str, target: str, query: Document) -> int:
+        """Move the documents matching ``query`` from ``source`` to
+        ``target``, keeping any already there; how many moved."""
+        moved = 0
+        async for doc in self.db[source].find(query):
+            fields = {key: value for key, value in doc.items() if key != "_id"}
+            await self.db[target].update_one(
+                {"_id": doc["_id"]}, {"$setOnInsert": fields}, upsert=True
+            )
+            await self.db[source].delete_one({"_id": doc["_id"]})
+            moved += 1
+        return moved
 
     async def transaction(
         self,

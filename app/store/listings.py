@@ -30,14 +30,16 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
+import bson
+
 Document = dict[str, Any]
 
 STAMPS = "listings"
 LISTED = frozenset({"projects", "experiments", "models"})
 MAX_AGE_S = 10.0
-# Bounds memory: the documents kept over all pages of a process (a page
-# asked for once counts as one).
-MAX_DOCUMENTS = 20_000
+# Bounds memory: the encoded size of the documents kept over all pages of a
+# process (a page asked for once, not kept yet, counts as its key).
+MAX_BYTES = 32 * 1024 * 1024
 
 Stamps = tuple[int, ...]
 Answer = tuple[Document | None, list[Document], int]
@@ -55,9 +57,9 @@ class Pages:
     """Kept pages by key, least recently used first out."""
 
     def __init__(
-        self, *, max_documents: int = MAX_DOCUMENTS, max_age_s: float = MAX_AGE_S
+        self, *, max_bytes: int = MAX_BYTES, max_age_s: float = MAX_AGE_S
     ) -> None:
-        self.max_documents = max_documents
+        self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._size = 0
@@ -66,7 +68,7 @@ class Pages:
         """Whether ``key`` was asked for before; the first ask is noted."""
         entry = self._entries.get(key)
         if entry is None:
-            self._store(key, _Entry(None, None, time.monotonic(), 1))
+            self._store(key, _Entry(None, None, time.monotonic(), len(repr(key))))
             return False
         self._entries.move_to_end(key)
         return True
@@ -94,7 +96,10 @@ class Pages:
             [dict(doc) for doc in docs],
             total,
         )
-        self._store(key, _Entry(stamps, kept, time.monotonic(), len(docs) + 1))
+        size = len(repr(key)) + sum(len(bson.encode(doc)) for doc in docs)
+        if parent is not None:
+            size += len(bson.encode(parent))
+        self._store(key, _Entry(stamps, kept, time.monotonic(), size))
 
     def _store(self, key: Hashable, entry: _Entry) -> None:
         old = self._entries.pop(key, None)
@@ -102,11 +107,14 @@ class Pages:
             self._size -= old.size
         self._entries[key] = entry
         self._size += entry.size
-        while (
-            self._size > self.max_documents or len(self._entries) > self.max_documents
-        ):
+        while self._size > self.max_bytes and self._entries:
             _, dropped = self._entries.popitem(last=False)
             self._size -= dropped.size
+
+    def clear(self) -> None:
+        """Forget every page."""
+        self._entries.clear()
+        self._size = 0
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -152,6 +152,8 @@ def join_key(query: Document) -> tuple[str, Any] | None:
 def _value_expression(value: Any) -> Any:
     """An aggregation expression for a joined value, on the main document."""
     if isinstance(value, Ref):
+        if value.prefix is None:
+            return f"${value.field}"
         return {"$concat": [value.prefix, {"$toString": f"${value.field}"}]}
     return {"$literal": value}
 

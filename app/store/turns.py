@@ -17,7 +17,10 @@ import asyncio
 import contextlib
 import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from app.errors import DatabaseUnavailable
 
 
 class Turns:
@@ -59,20 +62,32 @@ class Batches(Generic[Item, R]):
     result or an exception) per item, in order.
 
     The batches run in a task of their own, outside the context of any one
-    request. An item whose caller gives up before its batch starts is
-    dropped; one already in a running batch runs on.
+    request. An item waits ``patience_s`` at most, as its caller does: one
+    whose caller gave up before its batch starts is dropped, and a batch
+    stops when its most impatient item's time is up, as a change of its own
+    would, answering `DatabaseUnavailable`.
     """
 
-    def __init__(self, run: BatchRun[Item, R], *, most: int = 64) -> None:
+    def __init__(
+        self,
+        run: BatchRun[Item, R],
+        *,
+        most: int = 64,
+        patience_s: float | None = None,
+    ) -> None:
         self._run = run
         self._most = most
-        self._waiting: dict[Hashable, list[tuple[Item, asyncio.Future[R]]]] = {}
+        self._patience_s = patience_s
+        self._waiting: dict[Hashable, list[_Waiting[Item, R]]] = {}
         self._tasks: dict[Hashable, asyncio.Task[None]] = {}
 
     async def submit(self, key: Hashable, item: Item) -> R:
         """Run ``item`` in the next batch of ``key``; its answer."""
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        entry = (item, future)
+        loop = asyncio.get_running_loop()
+        patience = self._patience_s
+        future: asyncio.Future[R] = loop.create_future()
+        deadline = None if patience is None else loop.time() + patience
+        entry = _Waiting(item, future, deadline)
         self._waiting.setdefault(key, []).append(entry)
         if key not in self._tasks:
             task = asyncio.create_task(self._drain(key), context=contextvars.Context())
@@ -86,25 +101,61 @@ class Batches(Generic[Item, R]):
             raise
 
     async def _drain(self, key: Hashable) -> None:
+        batch: list[_Waiting[Item, R]] = []
         try:
             while self._waiting.get(key):
-                batch = self._waiting[key][: self._most]
-                del self._waiting[key][: self._most]
-                try:
-                    answers = await self._run(key, [item for item, _ in batch])
-                except Exception as exc:
-                    answers = [exc] * len(batch)
-                for (_, future), answer in zip(batch, answers, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(answer, Exception):
-                        future.set_exception(answer)
-                    else:
-                        future.set_result(answer)
+                batch = self._next_batch(key)
+                if batch:
+                    await self._run_batch(key, batch)
+                batch = []
         except asyncio.CancelledError:
-            for _, future in self._waiting.get(key, []):
-                future.cancel()
+            for entry in [*batch, *self._waiting.get(key, [])]:
+                entry.future.cancel()
             raise
         finally:
             self._waiting.pop(key, None)
             del self._tasks[key]
+
+    def _next_batch(self, key: Hashable) -> list[_Waiting[Item, R]]:
+        waiting = self._waiting[key]
+        now = asyncio.get_running_loop().time()
+        for entry in waiting[: self._most]:
+            if entry.deadline is not None and entry.deadline <= now:
+                entry.answer(DatabaseUnavailable(_IMPATIENT))
+        batch = [entry for entry in waiting[: self._most] if not entry.future.done()]
+        del waiting[: self._most]
+        return batch
+
+    async def _run_batch(self, key: Hashable, batch: list[_Waiting[Item, R]]) -> None:
+        deadlines = [entry.deadline for entry in batch if entry.deadline is not None]
+        answers: list[R | Exception]
+        try:
+            async with asyncio.timeout_at(min(deadlines) if deadlines else None):
+                answers = await self._run(key, [entry.item for entry in batch])
+        except TimeoutError:
+            answers = [DatabaseUnavailable(_IMPATIENT) for _ in batch]
+        except Exception as exc:
+            answers = [exc] * len(batch)
+        for entry, answer in zip(batch, answers, strict=True):
+            entry.answer(answer)
+
+
+_IMPATIENT = "the database did not answer in time"
+
+
+@dataclass
+class _Waiting(Generic[Item, R]):
+    """An item, the future its caller awaits, and when the caller gives up
+    (loop time)."""
+
+    item: Item
+    future: asyncio.Future[R]
+    deadline: float | None
+
+    def answer(self, answer: R | Exception) -> None:
+        if self.future.done():
+            return
+        if isinstance(answer, Exception):
+            self.future.set_exception(answer)
+        else:
+            self.future.set_result(answer)

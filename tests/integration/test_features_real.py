@@ -478,3 +478,50 @@ async def test_every_feature_works_without_transactions(
     assert refused == 412
     assert replays[0] == replays[1] and replays[0][0] == 201
     assert _most_in_production(await _events(api, ids["model_id"])) == 1
+
+
+async def test_promotions_sharing_a_transaction_replay_one_after_another(
+    real: Caller,
+) -> None:
+    # Stage changes of one model that arrive together share a transaction
+    # on a server with transactions, as if each ran after the one before.
+    ids = await lineage(real)
+    versions = [
+        await register(real, ids["model_id"], ids["iteration_id"]) for _ in range(6)
+    ]
+    await _promote(real, versions[0])
+    before = len(await _events(real, ids["model_id"]))
+
+    statuses = await asyncio.gather(*(_promote(real, v) for v in versions[1:]))
+
+    assert statuses == [200] * 5
+    events = await _events(real, ids["model_id"])
+    added = events[before:]
+    assert _most_in_production(events) == 1
+    assert [(e["requested"], e["to_stage_id"]) for e in added] == [
+        (False, ARCHIVED),
+        (True, PRODUCTION),
+    ] * 5
+    for archived, cause in zip(added[::2], added[1::2], strict=True):
+        assert archived["caused_by"] == cause["id"]
+    for v in versions:
+        version = await _version(real, v)
+        moved = [e for e in events if e["modelversion_id"] == v][1:]
+        assert version["revision"] == 1 + len(moved)
+    assert (await _version(real, added[-1]["modelversion_id"]))["stage_id"] == (
+        PRODUCTION
+    )
+
+
+async def test_if_match_in_a_shared_transaction_sees_the_change_before_it(
+    real: Caller,
+) -> None:
+    ids = await lineage(real)
+    version = await register(real, ids["model_id"], ids["iteration_id"])
+    etag = (await real.get(f"/modelversion/{version}")).headers["ETag"]
+
+    statuses = await asyncio.gather(
+        *(_promote(real, version, **{"If-Match": etag}) for _ in range(3))
+    )
+
+    assert sorted(statuses) == [200, 412, 412]
