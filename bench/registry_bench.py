@@ -76,7 +76,7 @@ def parse_options(argv: list[str]) -> Options:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add = parser.add_argument
-    add("--quick", action="store_true", help="a short run (about 3 minutes)")
+    add("--quick", action="store_true", help="a short run (about 4 minutes)")
     add("--requests", type=int, help="requests per loop (default 2000; quick 300)")
     add("--max-seconds", type=float, help="seconds per loop (default 20; quick 4)")
     add("--warmup", type=int, help="uncounted requests first (default 100; 30)")
