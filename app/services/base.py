@@ -134,19 +134,12 @@ class Service:
         )
 
     async def _require_project(
-        self,
-        actor: Actor,
-        project_id: int,
-        permission: Permission,
-        *,
-        session: Session = None,
+        self, actor: Actor, project_id: int, permission: Permission
     ) -> None:
         """Raise 404 unless the project exists and is readable, 403 without
         ``permission``."""
         hidden = missing("project", project_id)
-        if not await self.store.exists(
-            "projects", {"_id": project_id}, session=session
-        ):
+        if not await self.store.exists("projects", {"_id": project_id}):
             raise hidden
         await self.access.require(actor, project_id, permission, hidden=hidden)
 

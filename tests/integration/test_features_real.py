@@ -525,3 +525,27 @@ async def test_if_match_in_a_shared_transaction_sees_the_change_before_it(
     )
 
     assert sorted(statuses) == [200, 412, 412]
+
+
+async def test_creates_sharing_a_transaction_answer_each_name_on_its_own(
+    real: Caller,
+) -> None:
+    # Creates in one project that arrive together share a transaction on a
+    # server with transactions; a name taken in the database rolls the lot
+    # back and each runs alone, a name taken within the batch is refused.
+    project_id = await make_project(real, "creates")
+    taken = await real.post(f"/model/project/{project_id}", json={"name": "taken"})
+    assert taken.status == 201
+    names = ["a", "b", "taken", "c", "b", "d"]
+
+    responses = await asyncio.gather(
+        *(real.post(f"/model/project/{project_id}", json={"name": n}) for n in names)
+    )
+
+    statuses = [r.status for r in responses]
+    assert statuses[2] == 409
+    assert sorted(statuses[:2] + statuses[3:]) == [201, 201, 201, 201, 409]
+    assert 201 in (statuses[1], statuses[4]) and 409 in (statuses[1], statuses[4])
+    status, page = await _json(await real.get(f"/model/project/{project_id}?limit=50"))
+    assert status == 200
+    assert sorted(m["name"] for m in page["data"]) == ["a", "b", "c", "d", "taken"]
