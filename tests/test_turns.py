@@ -89,7 +89,7 @@ async def test_a_batch_that_fails_as_a_whole_fails_each_item() -> None:
     async def broken(key: Hashable, items: list[int]) -> list[int | Exception]:
         raise RuntimeError("store down")
 
-    batches: Batches[int, int] = Batches(broken)
+    batches: Batches[str, int, int] = Batches(broken)
 
     answers = await asyncio.gather(
         batches.submit("m", 1), batches.submit("m", 2), return_exceptions=True

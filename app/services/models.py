@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable
 from dataclasses import dataclass
 
 from app.errors import Conflict, RegistryError
@@ -21,7 +20,7 @@ from app.services.history import EVENTS, VERSION_COUNTERS, event_page, version_c
 from app.store.database import Document, Session, Store, awaits_commit
 from app.store.errors import DuplicateKey
 from app.store.ops import Insert
-from app.store.turns import Batches
+from app.store.turns import Batches, one_by_one, sole
 
 __all__ = ["ModelService", "version_counter"]
 
@@ -91,33 +90,21 @@ class ModelService(Service):
         creation = _Creation(actor, body)
         if awaits_commit() or not self.store.transactions:
             return await self._create_alone(project_id, creation)
-        answer = await self._creations.submit(project_id, creation)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+        return await self._creations.submit(project_id, creation)
 
     async def _create_batch(
-        self, project_id: Hashable, batch: list[_Creation]
+        self, project_id: int, batch: list[_Creation]
     ) -> list[int | Exception]:
         """Create ``batch`` in one transaction. A name the database holds
         already rolls the whole batch back, and each create then runs alone
         for its own answer; any other error is every create's."""
-        assert isinstance(project_id, int)
         try:
             return await self._create(project_id, batch)
         except DuplicateKey:
             log.debug("creates in project %s run one by one", project_id)
-        except Exception as exc:
-            if not isinstance(exc, RegistryError):
-                log.error("creates in project %s failed", project_id, exc_info=exc)
-            return [exc] * len(batch)
-        answers: list[int | Exception] = []
-        for creation in batch:
-            try:
-                answers.append(await self._create_alone(project_id, creation))
-            except Exception as exc:
-                answers.append(exc)
-        return answers
+        return await one_by_one(
+            batch, lambda creation: self._create_alone(project_id, creation)
+        )
 
     async def _create_alone(self, project_id: int, creation: _Creation) -> int:
         """Create one model in a transaction of its own, which a refusal
@@ -125,12 +112,9 @@ class ModelService(Service):
         (model_id,) = await self.store.next_ids(self.collection, 1)
 
         async def insert(session: Session) -> int:
-            (answer,) = await self._create_in(
-                project_id, [creation], [model_id], session
+            return sole(
+                await self._create_in(project_id, [creation], [model_id], session)
             )
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
 
         try:
             return await self.store.transaction(insert)

@@ -19,7 +19,6 @@ import asyncio
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -59,7 +58,7 @@ from app.services.history import (
 from app.store.database import Document, Session, Store, awaits_commit
 from app.store.errors import DuplicateKey
 from app.store.ops import Delete, Insert, Ref, Related, Update, Write
-from app.store.turns import Batches
+from app.store.turns import Batches, one_by_one, sole
 
 log = logging.getLogger("deardiary.services.modelversions")
 
@@ -112,12 +111,6 @@ class _StageChange:
     expected: Expected
 
 
-def _log_unexpected(exc: Exception, what: str, *args: Any) -> None:
-    """Log an error that is not the registry's own answer to a request."""
-    if not isinstance(exc, RegistryError):
-        log.error("%s failed", what % args, exc_info=exc)
-
-
 def _named(collection: str, id_: int) -> str:
     """The name a registration's read gives a record of its lineage."""
     return f"{collection}:{id_}"
@@ -148,7 +141,7 @@ class ModelVersionService(Service):
         # not known yet takes none.
         self._model_of: OrderedDict[int, int] = OrderedDict()
         patience = store.deadline_s
-        self._registrations = Batches(self._register_batch, patience_s=patience)
+        self._registrations = Batches(self._register, patience_s=patience)
         self._stage_changes = Batches(self._change_stages_batch, patience_s=patience)
 
     def _turn(self, version_id: int) -> str | None:
@@ -247,33 +240,17 @@ class ModelVersionService(Service):
         if awaits_commit():
             registered = await self._register_alone(model_id, registration)
         else:
-            answer = await self._registrations.submit(model_id, registration)
-            if isinstance(answer, Exception):
-                raise answer
-            registered = answer
+            registered = await self._registrations.submit(model_id, registration)
         count_registration()
         return registered
-
-    async def _register_batch(
-        self, model_id: Hashable, batch: list[_Registration]
-    ) -> list[int | Exception]:
-        """Register ``batch`` in one transaction. Each refusal is its
-        registration's own answer; an error of the whole transaction is
-        every registration's, never run again here: the transaction may have
-        committed without telling."""
-        assert isinstance(model_id, int)
-        try:
-            return await self._register(model_id, batch)
-        except Exception as exc:
-            _log_unexpected(exc, "registrations of model %s", model_id)
-            return [exc] * len(batch)
 
     async def _register(
         self, model_id: int, batch: list[_Registration]
     ) -> list[int | Exception]:
         """Register each of ``batch`` that passes its checks, numbered in
         order, in one transaction: the new versions' ids, or why each
-        refused one was refused."""
+        refused one was refused. An error of the whole transaction is every
+        registration's (see `app.store.turns.Batches`)."""
         version_ids, event_ids = await self._registration_ids(len(batch))
 
         async def register(session: Session) -> list[int | Exception]:
@@ -293,12 +270,11 @@ class ModelVersionService(Service):
         version_ids, event_ids = await self._registration_ids(1)
 
         async def register(session: Session) -> int:
-            (answer,) = await self._register_in(
-                model_id, [registration], version_ids, event_ids, session
+            return sole(
+                await self._register_in(
+                    model_id, [registration], version_ids, event_ids, session
+                )
             )
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
 
         registered = await self.store.transaction(
             register, turn=version_counter(model_id)
@@ -387,9 +363,7 @@ class ModelVersionService(Service):
             # Stage changes of one model that arrive together share a
             # transaction (see `_change_stages`).
             change = _StageChange(actor, version_id, Stage(stage), expected)
-            answer = await self._stage_changes.submit(model_id, change)
-            if isinstance(answer, Exception):
-                raise answer
+            await self._stage_changes.submit(model_id, change)
             count_promotion(change.stage.name)
             return
         await self._update_alone(actor, version_id, body, expected)
@@ -429,31 +403,25 @@ class ModelVersionService(Service):
         )
 
     async def _change_stages_batch(
-        self, model_id: Hashable, batch: list[_StageChange]
+        self, model_id: int, batch: list[_StageChange]
     ) -> list[bool | Exception]:
         """Apply ``batch`` in one transaction. If a promotion of another
         process won the race (the database refused a second PRODUCTION
         version, and rolled the batch back), each change runs again the way
         a change of its own does; any other error is every change's."""
-        assert isinstance(model_id, int)
         try:
             return await self._change_stages(model_id, batch)
         except DuplicateKey:
             log.debug("stage changes of model %s run one by one", model_id)
-        except Exception as exc:
-            _log_unexpected(exc, "stage changes of model %s", model_id)
-            return [exc] * len(batch)
-        answers: list[bool | Exception] = []
-        for change in batch:
+
+        async def alone(change: _StageChange) -> bool:
             body = ModelVersionUpdate(stage_id=change.stage)
-            try:
-                await self._update_alone(
-                    change.actor, change.version_id, body, change.expected
-                )
-                answers.append(True)
-            except Exception as exc:
-                answers.append(exc)
-        return answers
+            await self._update_alone(
+                change.actor, change.version_id, body, change.expected
+            )
+            return True
+
+        return await one_by_one(batch, alone)
 
     async def _change_stages(
         self, model_id: int, batch: list[_StageChange]

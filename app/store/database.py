@@ -68,11 +68,11 @@ T = TypeVar("T")
 Document = dict[str, Any]
 Session = Any
 
-# Counters handing out ids, one per collection; seeded at startup because a
-# first concurrent upsert on a fresh counter is not safe on every server.
 # How long the answer to a change waits for the bump of its listing stamps.
 BUMP_WAIT_S = 1.0
 
+# Counters handing out ids, one per collection; seeded at startup because a
+# first concurrent upsert on a fresh counter is not safe on every server.
 ID_COUNTERS = (
     "projects",
     "experiments",
@@ -136,10 +136,10 @@ class Store:
         self.deadline_s = deadline_s
         self.turns = Turns()
         self.pages = Pages()
-        self._draws: Batches[int, list[int]] = Batches(
+        self._draws: Batches[str, int, list[int]] = Batches(
             self._draw_batch, patience_s=deadline_s
         )
-        self._bumps: Batches[None, None] = Batches(self._bump_batch)
+        self._bumps: Batches[str, None, None] = Batches(self._bump_batch)
 
     @translated
     async def get(
@@ -321,9 +321,9 @@ class Store:
         whether it succeeds or not."""
         listed = LISTED.intersection(collections)
         pending = _written.get()
+        if pending is not None:
+            pending.update(listed)
         if not listed or pending is not None:
-            if pending is not None:
-                pending.update(listed)
             yield
             return
         try:
@@ -345,15 +345,13 @@ class Store:
         except TimeoutError:
             self._bump_failed(collections, "no answer in time")
 
-    async def _bump_batch(
-        self, name: Hashable, asked: list[None]
-    ) -> list[Exception | None]:
+    async def _bump_batch(self, name: str, asked: list[None]) -> list[Exception | None]:
         try:
             await self.db[STAMPS].update_one(
                 {"_id": name}, {"$inc": {"n": 1}}, upsert=True
             )
         except PyMongoError as exc:
-            self._bump_failed({str(name)}, str(exc))
+            self._bump_failed({name}, str(exc))
         return [None] * len(asked)
 
     def _bump_failed(self, collections: AbstractSet[str], why: str) -> None:
@@ -528,10 +526,9 @@ class Store:
         return await self._draws.submit(counter, count)
 
     async def _draw_batch(
-        self, counter: Hashable, counts: list[int]
+        self, counter: str, counts: list[int]
     ) -> list[list[int] | Exception]:
         """The ids of each of ``counts``, in one step on ``counter``."""
-        assert isinstance(counter, str)
         total = sum(counts)
         doc = await self._draw(counter, total)
         if doc is None:
@@ -559,7 +556,8 @@ class Store:
         )
 
     async def seed_id_counters(self) -> None:
-        """Create every id counter before the first request can race on it."""
+        """Create every id counter and listing stamp before the first
+        request can race on it."""
         for name in sorted(LISTED):
             await self.db[STAMPS].update_one(
                 {"_id": name}, {"$setOnInsert": {"n": 0}}, upsert=True

@@ -81,21 +81,12 @@ class Pages:
             return None
         if time.monotonic() - entry.at > self.max_age_s:
             return None
-        parent, docs, total = entry.answer
-        return (
-            None if parent is None else dict(parent),
-            [dict(doc) for doc in docs],
-            total,
-        )
+        return _copied(entry.answer)
 
     def put(self, key: Hashable, stamps: Stamps, answer: Answer) -> None:
         """Keep ``answer``, fetched after reading ``stamps``."""
-        parent, docs, total = answer
-        kept = (
-            None if parent is None else dict(parent),
-            [dict(doc) for doc in docs],
-            total,
-        )
+        parent, docs, _ = answer
+        kept = _copied(answer)
         size = len(repr(key)) + sum(len(bson.encode(doc)) for doc in docs)
         if parent is not None:
             size += len(bson.encode(parent))
@@ -118,3 +109,13 @@ class Pages:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _copied(answer: Answer) -> Answer:
+    """A copy of a page whose documents can change without changing it."""
+    parent, docs, total = answer
+    return (
+        None if parent is None else dict(parent),
+        [dict(doc) for doc in docs],
+        total,
+    )

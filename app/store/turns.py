@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from app.errors import DatabaseUnavailable
+from app.errors import DatabaseUnavailable, RegistryError
+
+log = logging.getLogger("deardiary.store.turns")
 
 
 class Turns:
@@ -51,15 +54,18 @@ class Turns:
         return len(self._locks)
 
 
+Key = TypeVar("Key", bound=Hashable)
 Item = TypeVar("Item")
 R = TypeVar("R")
-BatchRun = Callable[[Hashable, list[Item]], Awaitable[list[R | Exception]]]
+BatchRun = Callable[[Key, list[Item]], Awaitable[list[R | Exception]]]
 
 
-class Batches(Generic[Item, R]):
+class Batches(Generic[Key, Item, R]):
     """Items for one key that arrive while a batch of that key runs, run
     together as the next batch, by ``run(key, items)``: one answer (a
-    result or an exception) per item, in order.
+    result or an exception) per item, in order. A batch whose run raises
+    gives every item that error: it is never run again here, as it may have
+    committed without telling.
 
     The batches run in a task of their own, outside the context of any one
     request. An item waits ``patience_s`` at most, as its caller does: one
@@ -70,7 +76,7 @@ class Batches(Generic[Item, R]):
 
     def __init__(
         self,
-        run: BatchRun[Item, R],
+        run: BatchRun[Key, Item, R],
         *,
         most: int = 64,
         patience_s: float | None = None,
@@ -78,11 +84,12 @@ class Batches(Generic[Item, R]):
         self._run = run
         self._most = most
         self._patience_s = patience_s
-        self._waiting: dict[Hashable, list[_Waiting[Item, R]]] = {}
-        self._tasks: dict[Hashable, asyncio.Task[None]] = {}
+        self._waiting: dict[Key, list[_Waiting[Item, R]]] = {}
+        self._tasks: dict[Key, asyncio.Task[None]] = {}
 
-    async def submit(self, key: Hashable, item: Item) -> R:
-        """Run ``item`` in the next batch of ``key``; its answer."""
+    async def submit(self, key: Key, item: Item) -> R:
+        """Run ``item`` in the next batch of ``key``: its result, or its
+        exception raised."""
         loop = asyncio.get_running_loop()
         patience = self._patience_s
         future: asyncio.Future[R] = loop.create_future()
@@ -100,7 +107,7 @@ class Batches(Generic[Item, R]):
                 waiting.remove(entry)
             raise
 
-    async def _drain(self, key: Hashable) -> None:
+    async def _drain(self, key: Key) -> None:
         batch: list[_Waiting[Item, R]] = []
         try:
             while self._waiting.get(key):
@@ -116,7 +123,7 @@ class Batches(Generic[Item, R]):
             self._waiting.pop(key, None)
             del self._tasks[key]
 
-    def _next_batch(self, key: Hashable) -> list[_Waiting[Item, R]]:
+    def _next_batch(self, key: Key) -> list[_Waiting[Item, R]]:
         waiting = self._waiting[key]
         now = asyncio.get_running_loop().time()
         for entry in waiting[: self._most]:
@@ -126,7 +133,7 @@ class Batches(Generic[Item, R]):
         del waiting[: self._most]
         return batch
 
-    async def _run_batch(self, key: Hashable, batch: list[_Waiting[Item, R]]) -> None:
+    async def _run_batch(self, key: Key, batch: list[_Waiting[Item, R]]) -> None:
         deadlines = [entry.deadline for entry in batch if entry.deadline is not None]
         answers: list[R | Exception]
         try:
@@ -135,9 +142,34 @@ class Batches(Generic[Item, R]):
         except TimeoutError:
             answers = [DatabaseUnavailable(_IMPATIENT) for _ in batch]
         except Exception as exc:
+            if not isinstance(exc, RegistryError):
+                log.error("a batch of %r failed", key, exc_info=exc)
             answers = [exc] * len(batch)
         for entry, answer in zip(batch, answers, strict=True):
             entry.answer(answer)
+
+
+def sole(answers: list[R | Exception]) -> R:
+    """The result of a batch of one, its exception raised."""
+    (answer,) = answers
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
+async def one_by_one(
+    items: list[Item], run: Callable[[Item], Awaitable[R]]
+) -> list[R | Exception]:
+    """Each item's result of ``run``, or the exception it raised, one item
+    after another: how a batch rolled back as a whole gives each item its
+    own answer."""
+    answers: list[R | Exception] = []
+    for item in items:
+        try:
+            answers.append(await run(item))
+        except Exception as exc:
+            answers.append(exc)
+    return answers
 
 
 _IMPATIENT = "the database did not answer in time"
