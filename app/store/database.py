@@ -141,12 +141,30 @@ class Store:
         )
         self._bumps: Batches[str, None, None] = Batches(self._bump_batch)
 
+    @property
+    def db(self) -> Any:
+        """The registry's database."""
+        return self._db
+
+    @db.setter
+    def db(self, db: Any) -> None:
+        self._db = db
+        self._collections: dict[str, Any] = {}
+
+    def collection(self, name: str) -> Any:
+        """The collection ``name``, one handle kept per name: the driver
+        builds a new object on every ``db[name]``, for each command."""
+        found = self._collections.get(name)
+        if found is None:
+            found = self._collections[name] = self._db[name]
+        return found
+
     @translated
     async def get(
         self, collection: str, id_: int, *, session: Session = None
     ) -> Document | None:
         """The document with ``_id`` ``id_``, or None."""
-        doc: Document | None = await self.db[collection].find_one(
+        doc: Document | None = await self.collection(collection).find_one(
             {"_id": id_}, session=session
         )
         return doc
@@ -162,7 +180,7 @@ class Store:
         session: Session = None,
     ) -> Document | None:
         """The first document matching ``query`` (in ``sort`` order), or None."""
-        doc: Document | None = await self.db[collection].find_one(
+        doc: Document | None = await self.collection(collection).find_one(
             query, projection, sort=sort, session=session
         )
         return doc
@@ -172,7 +190,9 @@ class Store:
         self, collection: str, query: Document, *, session: Session = None
     ) -> bool:
         """True when a document matches ``query``."""
-        doc = await self.db[collection].find_one(query, {"_id": 1}, session=session)
+        doc = await self.collection(collection).find_one(
+            query, {"_id": 1}, session=session
+        )
         return doc is not None
 
     @translated
@@ -185,7 +205,7 @@ class Store:
         session: Session = None,
     ) -> list[Document]:
         """Every document matching ``query``; for bounded sets only."""
-        cursor = self.db[collection].find(query, projection, session=session)
+        cursor = self.collection(collection).find(query, projection, session=session)
         docs: list[Document] = await cursor.to_list(length=None)
         return docs
 
@@ -194,7 +214,7 @@ class Store:
         self, collection: str, pipeline: list[Document], *, session: Session = None
     ) -> list[Document]:
         """Every document ``pipeline`` yields; for bounded results only."""
-        cursor = self.db[collection].aggregate(pipeline, session=session)
+        cursor = self.collection(collection).aggregate(pipeline, session=session)
         docs: list[Document] = await cursor.to_list(length=None)
         return docs
 
@@ -209,7 +229,7 @@ class Store:
         offset: int,
     ) -> tuple[list[Document], int]:
         """One page of matching documents, sorted, and the total count."""
-        coll = self.db[collection]
+        coll = self.collection(collection)
         if limit == 0:
             # MongoDB reads a limit of 0 as "no limit".
             return [], await coll.count_documents(query)
@@ -234,7 +254,7 @@ class Store:
         One aggregate where the server takes $lookup sub-pipelines, else
         one find per document.
         """
-        coll = self.db[collection]
+        coll = self.collection(collection)
         if not self.joins:
             main: Document | None = await coll.find_one(query, session=session)
             if main is None:
@@ -250,7 +270,7 @@ class Store:
     ) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for name, wanted in related.items():
-            coll = self.db[wanted.collection]
+            coll = self.collection(wanted.collection)
             query = wanted.resolved(main)
             if wanted.many:
                 cursor = coll.find(query, wanted.projection, session=session)
@@ -307,7 +327,7 @@ class Store:
 
     async def _stamps(self, *collections: str) -> Stamps:
         found = (
-            await self.db[STAMPS]
+            await self.collection(STAMPS)
             .find({"_id": {"$in": list(collections)}})
             .to_list(length=None)
         )
@@ -347,7 +367,7 @@ class Store:
 
     async def _bump_batch(self, name: str, asked: list[None]) -> list[Exception | None]:
         try:
-            await self.db[STAMPS].update_one(
+            await self.collection(STAMPS).update_one(
                 {"_id": name}, {"$inc": {"n": 1}}, upsert=True
             )
         except PyMongoError as exc:
@@ -371,19 +391,19 @@ class Store:
         limit: int,
         offset: int,
     ) -> tuple[Document | None, list[Document], int]:
-        coll = self.db[collection]
+        coll = self.collection(collection)
         cursor = coll.find(query).sort(sort, 1).skip(offset).limit(limit)
         # MongoDB reads a limit of 0 as "no limit".
         listed = cursor.to_list(length=limit) if limit else _nothing()
         if not self.joins:
             found, docs, total = await asyncio.gather(
-                self.db[parent].find_one({"_id": parent_id}, parent_fields),
+                self.collection(parent).find_one({"_id": parent_id}, parent_fields),
                 listed,
                 coll.count_documents(query),
             )
             return found, docs, total
 
-        counted = self.db[parent].aggregate(
+        counted = self.collection(parent).aggregate(
             counted_parent(parent_id, parent_fields, collection, query)
         )
         parents, docs = await asyncio.gather(counted.to_list(length=1), listed)
@@ -427,7 +447,7 @@ class Store:
     @translated
     async def _write_one(self, step: Write, *, session: Session) -> bool:
         """Apply one write; False when a required one matched nothing."""
-        coll = self.db[step.collection]
+        coll = self.collection(step.collection)
         if isinstance(step, Insert):
             if step.docs:
                 await coll.insert_many(step.docs, session=session)
@@ -446,7 +466,7 @@ class Store:
     ) -> None:
         """Insert one document."""
         async with self._changing(collection):
-            await self.db[collection].insert_one(doc, session=session)
+            await self.collection(collection).insert_one(doc, session=session)
 
     @translated
     async def insert_many(
@@ -455,7 +475,7 @@ class Store:
         """Insert several documents, in order."""
         if docs:
             async with self._changing(collection):
-                await self.db[collection].insert_many(docs, session=session)
+                await self.collection(collection).insert_many(docs, session=session)
 
     @translated
     async def update(
@@ -468,7 +488,7 @@ class Store:
     ) -> bool:
         """Apply ``update`` to the first match; True when one matched."""
         async with self._changing(collection):
-            result = await self.db[collection].update_one(
+            result = await self.collection(collection).update_one(
                 query, update, session=session
             )
         return bool(result.matched_count)
@@ -484,7 +504,7 @@ class Store:
     ) -> int:
         """Apply ``update`` to every match; the number modified."""
         async with self._changing(collection):
-            result = await self.db[collection].update_many(
+            result = await self.collection(collection).update_many(
                 query, update, session=session
             )
         return int(result.modified_count)
@@ -495,7 +515,9 @@ class Store:
     ) -> int:
         """Delete every match; the number deleted."""
         async with self._changing(collection):
-            result = await self.db[collection].delete_many(query, session=session)
+            result = await self.collection(collection).delete_many(
+                query, session=session
+            )
         return int(result.deleted_count)
 
     @translated
@@ -505,14 +527,14 @@ class Store:
         """Add one to a counter's ``field``, to make the transaction that
         does it conflict with any other that writes the counter; True when
         the counter exists."""
-        result = await self.db[collection].update_one(
+        result = await self.collection(collection).update_one(
             {"_id": counter}, {"$inc": {field: 1}}, session=session
         )
         return bool(result.matched_count)
 
     @translated
     async def _draw(self, counter: str, count: int) -> Document | None:
-        doc: Document | None = await self.db.counters.find_one_and_update(
+        doc: Document | None = await self.collection("counters").find_one_and_update(
             {"_id": counter},
             {"$inc": {"seq": count}},
             return_document=ReturnDocument.AFTER,
@@ -548,7 +570,7 @@ class Store:
         self, counter: str, *, extra: Document | None = None, session: Session = None
     ) -> None:
         """Create a counter at zero unless it exists."""
-        await self.db.counters.update_one(
+        await self.collection("counters").update_one(
             {"_id": counter},
             {"$setOnInsert": {"seq": 0, **(extra or {})}},
             upsert=True,
@@ -559,7 +581,7 @@ class Store:
         """Create every id counter and listing stamp before the first
         request can race on it."""
         for name in sorted(LISTED):
-            await self.db[STAMPS].update_one(
+            await self.collection(STAMPS).update_one(
                 {"_id": name}, {"$setOnInsert": {"n": 0}}, upsert=True
             )
         for counter in ID_COUNTERS:
@@ -570,12 +592,12 @@ class Store:
         """Move the documents matching ``query`` from ``source`` to
         ``target``, keeping any already there; how many moved."""
         moved = 0
-        async for doc in self.db[source].find(query):
+        async for doc in self.collection(source).find(query):
             fields = {key: value for key, value in doc.items() if key != "_id"}
-            await self.db[target].update_one(
+            await self.collection(target).update_one(
                 {"_id": doc["_id"]}, {"$setOnInsert": fields}, upsert=True
             )
-            await self.db[source].delete_one({"_id": doc["_id"]})
+            await self.collection(source).delete_one({"_id": doc["_id"]})
             moved += 1
         return moved
 

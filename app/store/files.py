@@ -86,12 +86,12 @@ class Files:
         reader sees the file, and a failure removes the chunks written.
         """
         hashed = Hashed(max_bytes)
-        writer = _ChunkWriter(self._store.db["fs.chunks"], file_id)
+        writer = _ChunkWriter(self._store.collection("fs.chunks"), file_id)
         try:
             async for chunk in hashed.through(chunks):
                 await writer.write(chunk)
             await writer.close()
-            await self._store.db["fs.files"].insert_one(
+            await self._store.collection("fs.files").insert_one(
                 {
                     "_id": file_id,
                     "length": hashed.size,
@@ -110,7 +110,7 @@ class Files:
 
     async def _abort(self, file_id: int) -> None:
         try:
-            await self._store.db["fs.chunks"].delete_many({"files_id": file_id})
+            await self._store.collection("fs.chunks").delete_many({"files_id": file_id})
         except (ConnectionFailure, ServerSelectionTimeoutError):
             # Unreachable now; the orphaned chunks carry the resource id and
             # go with the experiment or project that owns it.
@@ -124,12 +124,14 @@ class Files:
         missing or out of place stops the stream with FileDamaged, so that
         nobody receives wrong bytes as if they were whole.
         """
-        db = self._store.db
+        collection = self._store.collection
         try:
-            found = await db["fs.files"].find_one({"_id": file_id}, {"length": 1})
+            found = await collection("fs.files").find_one(
+                {"_id": file_id}, {"length": 1}
+            )
             if found is None:
                 raise NotFound(f"resource {file_id} has no data")
-            cursor = db["fs.chunks"].find(
+            cursor = collection("fs.chunks").find(
                 {"files_id": file_id},
                 {"n": 1, "data": 1},
                 sort=[("n", 1)],
@@ -153,11 +155,13 @@ class Files:
         """Delete the files with these ids, and their chunks."""
         if not file_ids:
             return
-        db = self._store.db
-        await db["fs.chunks"].delete_many(
+        collection = self._store.collection
+        await collection("fs.chunks").delete_many(
             {"files_id": {"$in": file_ids}}, session=session
         )
-        await db["fs.files"].delete_many({"_id": {"$in": file_ids}}, session=session)
+        await collection("fs.files").delete_many(
+            {"_id": {"$in": file_ids}}, session=session
+        )
 
 
 class _ChunkWriter:
