@@ -7,17 +7,19 @@ import asyncio
 import io
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import keys
 from app.logs import JsonFormatter, RequestIdFilter
 from app.server import create_app
 from app.settings import Settings
+from app.web import middlewares
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, log_in
 from tests.helpers import lineage, register
 
@@ -72,6 +74,25 @@ async def test_every_answer_gets_a_fresh_request_id_without_one(
     ids = [first.headers["X-Request-ID"], second.headers["X-Request-ID"]]
     assert all(len(value) == 32 and int(value, 16) >= 0 for value in ids)
     assert ids[0] != ids[1]
+
+
+def test_fresh_request_ids_of_two_processes_never_meet() -> None:
+    # A worker forked from another starts its own series of ids.
+    parent = [middlewares.request_id(make_mocked_request("GET", "/")) for _ in "ab"]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(
+            write, middlewares.request_id(make_mocked_request("GET", "/")).encode()
+        )
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+
+    assert parent[0] != parent[1]
+    assert abs(int(child, 16) - int(parent[1], 16)) > 2**64 and len(child) == 32
 
 
 @pytest.mark.parametrize(
