@@ -13,7 +13,9 @@ never by their path, and MongoDB commands by name.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -91,8 +93,19 @@ for _stage in Stage:
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     """Count one answered request and its latency."""
-    HTTP_REQUESTS.labels(method, route, str(status)).inc()
-    HTTP_LATENCY.labels(method, route).observe(seconds)
+    count, latency = _request_series(method, route, status)
+    count.inc()
+    latency.observe(seconds)
+
+
+# Finding a labelled series takes a lock and a few conversions; every
+# request of one route and status feeds the same two, so they are kept.
+# Routes are patterns and statuses few: the cache stays small.
+@functools.lru_cache(maxsize=1024)
+def _request_series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_LATENCY.labels(
+        method, route
+    )
 
 
 def observe_command(command: str, ok: bool, seconds: float) -> None:
