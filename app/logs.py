@@ -102,6 +102,12 @@ def configure(settings: Settings) -> None:
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
     handler.addFilter(MalformedRequestFilter())
+    # No line shows the calling function, the thread or the multiprocessing
+    # name; skipping their lookup makes every line, the access line of each
+    # request among them, cheaper (the logging HOWTO's "Optimization").
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
