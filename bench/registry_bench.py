@@ -38,7 +38,7 @@ import profiling
 import report
 from loadgen import Http, LoopStats, Request, run_loop
 from procs import CpuMeter
-from registries import OPERATIONS, MlflowRegistry, OurRegistry, Registry
+from registries import OPERATIONS, MlflowRegistry, OurRegistry, Registry, Workload
 from servers import REPO, FloorServer, MemoryServer, MlflowServer, OurServer
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -279,10 +279,20 @@ async def measure_memory(server: OurServer, opts: Options) -> dict[str, Any]:
     )
 
 
+# This machine's other tenants come and go within seconds: the floor and
+# ours are measured in turn, round after round, and the round of median
+# share is reported (with every round's share beside it).
+FLOOR_ROUNDS = 3
+# A GET loop of the other operations' length lasts under a second here: too
+# short to average out a neighbour's burst.
+FLOOR_REQUESTS = 5
+
+
 async def measure_floor(work: Path, opts: Options) -> dict[str, Any]:
     """A bare aiohttp handler against our GET by id with the store's cost
     taken out: one process each, ours on an in-memory store inside it."""
     concurrency = max(opts.concurrency)
+    rounds: list[tuple[float, dict[str, Any], dict[str, Any]]] = []
     with contextlib.ExitStack() as stack:
         bare = FloorServer(work / "floor.log")
         stack.callback(bare.stop)
@@ -291,48 +301,78 @@ async def measure_floor(work: Path, opts: Options) -> dict[str, Any]:
         stack.callback(ours.stop)
         ours.start()
 
-        bare_stats = await _measure_bare(bare, concurrency, opts)
         subject = await _subject(ours, "ours")
         try:
-            await subject.measure("get_version", concurrency, opts)
+            workload = await subject.registry.workload("get_version", concurrency)
+            for number in range(1, FLOOR_ROUNDS + 1):
+                bare_stats = await _measure_bare(bare, concurrency, opts)
+                ours_stats = await _measure_ours(subject, workload, concurrency, opts)
+                share = ours_stats.rps / bare_stats.rps
+                log(
+                    f"floor  round {number}: bare aiohttp c={concurrency} "
+                    f"{bare_stats.rps:.1f} req/s, ours {ours_stats.rps:.1f}: "
+                    f"{share:.0%}"
+                )
+                rounds.append((share, bare_stats.to_json(), ours_stats.to_json()))
         finally:
             await subject.registry.http.close()
-    found = subject.results["get_version"][concurrency]
-    log(f"floor  bare aiohttp c={concurrency} {bare_stats.rps:.1f} req/s")
+    share, bare_found, ours_found = sorted(rounds, key=lambda r: r[0])[len(rounds) // 2]
     return {
         "concurrency": concurrency,
         "store": "an in-memory store in the server's one process (mongomock-motor)",
-        "bare": bare_stats.to_json(),
-        "ours": found,
-        "share": round(found["rps"] / bare_stats.rps, 3),
+        "bare": bare_found,
+        "ours": ours_found,
+        "share": round(share, 3),
+        "round_shares": [round(r[0], 3) for r in rounds],
     }
 
 
 async def _measure_bare(
     bare: FloorServer, concurrency: int, opts: Options
 ) -> LoopStats:
-    # The floor answers many times faster than a registry: five times the
-    # requests keep its loop as long as theirs.
+    # The floor answers about three times faster than our GET: three times
+    # the requests keep its loop about as long.
     hello = Request("GET", "/hello")
     http = Http(bare.url, concurrency)
     try:
         await run_loop(
             http,
             lambda i: hello,
-            requests=opts.warmup * 5,
+            requests=opts.warmup * FLOOR_REQUESTS * 3,
             concurrency=concurrency,
             max_seconds=opts.max_seconds,
         )
         return await run_loop(
             http,
             lambda i: hello,
-            requests=opts.requests * 5,
+            requests=opts.requests * FLOOR_REQUESTS * 3,
             concurrency=concurrency,
             max_seconds=opts.max_seconds,
             cpu=CpuMeter(bare.pid),
         )
     finally:
         await http.close()
+
+
+async def _measure_ours(
+    subject: Subject, workload: Workload, concurrency: int, opts: Options
+) -> LoopStats:
+    http = subject.registry.http
+    await run_loop(
+        http,
+        workload.make("w"),
+        requests=opts.warmup * FLOOR_REQUESTS,
+        concurrency=concurrency,
+        max_seconds=opts.max_seconds,
+    )
+    return await run_loop(
+        http,
+        workload.make(""),
+        requests=opts.requests * FLOOR_REQUESTS,
+        concurrency=concurrency,
+        max_seconds=opts.max_seconds,
+        cpu=subject.cpu,
+    )
 
 
 async def _subject(
