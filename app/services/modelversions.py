@@ -520,34 +520,31 @@ class ModelVersionService(Service):
         self, before: dict[int, Document], after: dict[int, Document], moment: datetime
     ) -> list[Update]:
         """The writes that take each changed version from ``before`` to
-        ``after``, the one left in PRODUCTION last; each must find the
-        version as read."""
-        changed = [
-            id_
-            for id_, doc in after.items()
-            if revision_of(doc) != revision_of(before[id_])
-        ]
-        changed.sort(key=lambda id_: after[id_]["stage_id"] == Stage.PRODUCTION)
+        ``after``: one per move (from a stage, to a stage, by so many
+        revisions) shared by every version that makes it, the one to
+        PRODUCTION last. Each must find all its versions still at the stage
+        they were read at; the revision is counted up, not set, so an edit
+        of another field that slipped in between keeps its own count."""
+        moves: dict[tuple[int, int, int], list[int]] = {}
+        for id_, doc in after.items():
+            steps = revision_of(doc) - revision_of(before[id_])
+            if steps:
+                move = (before[id_]["stage_id"], doc["stage_id"], steps)
+                moves.setdefault(move, []).append(id_)
+        order = sorted(moves, key=lambda move: move[1] == Stage.PRODUCTION)
         return [
             Update(
                 self.collection,
+                {"_id": {"$in": moves[move]}, "stage_id": move[0]},
                 {
-                    "_id": id_,
-                    "stage_id": before[id_]["stage_id"],
-                    **revision_query(frozenset({revision_of(before[id_])})),
+                    "$set": {"stage_id": move[1], "updated_date": moment},
+                    "$inc": {"revision": move[2]},
                 },
-                {
-                    "$set": {
-                        "stage_id": after[id_]["stage_id"],
-                        "updated_date": moment,
-                    },
-                    "$inc": {
-                        "revision": revision_of(after[id_]) - revision_of(before[id_])
-                    },
-                },
+                many=True,
                 required=True,
+                matches=len(moves[move]),
             )
-            for id_ in changed
+            for move in order
         ]
 
     async def delete(

@@ -415,8 +415,9 @@ class Store:
         """Apply ``writes`` in order: as one bulkWrite inside a transaction
         on a server that takes one, else one command each.
 
-        Raises `Contention` when a required write matches nothing; without
-        a transaction the writes before it stay applied.
+        Raises `Contention` when a required write matches fewer documents
+        than it must; without a transaction the writes before it stay
+        applied.
         """
         # SecantusDB 0.7 refuses the readConcern that the driver sends
         # with the first command of a retried transaction, when that command
@@ -429,7 +430,7 @@ class Store:
                 return
             for step in writes:
                 if not await self._write_one(step, session=session):
-                    raise Contention(f"a write to {step.collection} matched nothing")
+                    raise Contention(f"a write to {step.collection} matched too few")
 
     @translated
     async def _write_bulk(self, writes: list[Write], *, session: Session) -> None:
@@ -440,13 +441,13 @@ class Store:
             )
         except ClientBulkWriteException as exc:
             raise unwrapped(exc) from None
-        for index in plan.required:
-            if not matched(result, index):
-                raise Contention(f"write {index} of a bulkWrite matched nothing")
+        for index, least in plan.required.items():
+            if matched(result, index) < least:
+                raise Contention(f"write {index} of a bulkWrite matched too few")
 
     @translated
     async def _write_one(self, step: Write, *, session: Session) -> bool:
-        """Apply one write; False when a required one matched nothing."""
+        """Apply one write; False when a required one matched too few."""
         coll = self.collection(step.collection)
         if isinstance(step, Insert):
             if step.docs:
@@ -455,7 +456,7 @@ class Store:
         if isinstance(step, Update):
             change = coll.update_many if step.many else coll.update_one
             updated = await change(step.query, step.update, session=session)
-            return bool(updated.matched_count) or not step.required
+            return updated.matched_count >= step.matches or not step.required
         removal = coll.delete_many if step.many else coll.delete_one
         deleted = await removal(step.query, session=session)
         return bool(deleted.deleted_count) or not step.required

@@ -170,9 +170,10 @@ class Insert:
 class Update:
     """Apply ``update`` to the first match, or to every match if ``many``.
 
-    A ``required`` update that matches nothing means that a document read
-    earlier has changed since: the store raises `Contention` and the
-    transaction body runs again from its reads.
+    A ``required`` update that matches fewer than ``matches`` documents
+    (one, unless ``many``) means that a document read earlier has changed
+    since: the store raises `Contention` and the transaction body runs
+    again from its reads.
     """
 
     collection: str
@@ -180,6 +181,7 @@ class Update:
     update: Document
     many: bool = False
     required: bool = False
+    matches: int = 1
 
 
 @dataclass(frozen=True)
@@ -198,11 +200,11 @@ Write = Insert | Update | Delete
 
 @dataclass
 class BulkPlan:
-    """Writes as the models of one client ``bulkWrite``, and which model
-    of each write must match a document."""
+    """Writes as the models of one client ``bulkWrite``, and which models
+    must match how many documents (by index)."""
 
     models: list[Any] = field(default_factory=list)
-    required: list[int] = field(default_factory=list)
+    required: dict[int, int] = field(default_factory=dict)
 
 
 def bulk_plan(writes: list[Write], database: str) -> BulkPlan:
@@ -214,7 +216,8 @@ def bulk_plan(writes: list[Write], database: str) -> BulkPlan:
             plan.models += [InsertOne(doc, namespace=namespace) for doc in write.docs]
             continue
         if write.required:
-            plan.required.append(len(plan.models))
+            least = write.matches if isinstance(write, Update) else 1
+            plan.required[len(plan.models)] = least
         plan.models.append(_model(write, namespace))
     return plan
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from app import keys
 from app.client import connect
@@ -511,6 +512,47 @@ async def test_promotions_sharing_a_transaction_replay_one_after_another(
     assert (await _version(real, added[-1]["modelversion_id"]))["stage_id"] == (
         PRODUCTION
     )
+
+
+async def test_an_edit_between_a_shared_transactions_read_and_write_is_kept(
+    real_api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The versions of a batch are written one write per move, each finding
+    # them at the stage they were read at; an edit of another field that
+    # lands in between neither gets lost nor loses the batch's changes.
+    real = Caller(real_api, None)
+    ids = await lineage(real)
+    versions = [
+        await register(real, ids["model_id"], ids["iteration_id"]) for _ in range(3)
+    ]
+    await _promote(real, versions[0])
+    services = real_api.app[keys.SERVICES]
+    history = services.modelversions.events
+    record = history.record_requests
+    edits: list[int] = []
+
+    async def edited_first(*args: Any, **kwargs: Any) -> None:
+        if not edits:
+            edits.append(versions[1])
+            await services.modelversions.store.collection("modelversions").update_one(
+                {"_id": versions[1]},
+                {"$set": {"description": "edited"}, "$inc": {"revision": 1}},
+            )
+        await record(*args, **kwargs)
+
+    monkeypatch.setattr(history, "record_requests", edited_first)
+
+    statuses = await asyncio.gather(*(_promote(real, v) for v in versions[1:]))
+
+    assert statuses == [200, 200] and edits
+    events = await _events(real, ids["model_id"])
+    assert _most_in_production(events) == 1
+    edited = await _version(real, versions[1])
+    moved = [e for e in events if e["modelversion_id"] == versions[1]][1:]
+    assert edited["description"] == "edited"
+    assert edited["revision"] == 1 + len(moved) + 1
+    assert edited["stage_id"] == ARCHIVED
+    assert (await _version(real, versions[2]))["stage_id"] == PRODUCTION
 
 
 async def test_if_match_in_a_shared_transaction_sees_the_change_before_it(
