@@ -58,6 +58,7 @@ from app.embedded import (
 from app.logs import configure
 from app.server import create_app
 from app.settings import PREFIX, ConfigError, Settings
+from app.web.owners import PEERS, Peers
 
 log = logging.getLogger("deardiary.serve")
 
@@ -210,6 +211,11 @@ async def _serve_app(
         await runner.setup()
         site = web.SockSite(runner, sock)
         await site.start()
+        if PEERS in app:
+            # Where the other workers hand over the writes of this one's
+            # models; it stays open until the end, for what they still send.
+            peers = app[PEERS]
+            await web.UnixSite(runner, str(peers.socket_path(peers.index))).start()
         await stop.wait()
 
         grace = settings.shutdown_grace_seconds
@@ -300,11 +306,16 @@ class Supervisor:
             metrics_dir = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="deardiary-metrics-")
             )
+            peers_dir = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="deardiary-workers-")
+            )
             stack.push_async_callback(self._stop_workers, metrics_dir)
             worker_settings = self.settings.model_copy(update={"mongo_uri": uri})
             self._orders = {
                 "settings": worker_settings.model_dump(mode="json"),
                 "metrics_dir": metrics_dir,
+                "peers_dir": peers_dir,
+                "worker_count": self.settings.worker_count,
                 "socket_fd": self.sock.fileno(),
             }
             return await self._serve()
@@ -381,7 +392,11 @@ class Supervisor:
             os.close(write_fd)
         self.workers.append(worker)
         assert worker.stdin is not None
-        orders = {**self._orders, "ready_fd": write_fd}
+        orders = {
+            **self._orders,
+            "ready_fd": write_fd,
+            "worker_index": len(self.workers) - 1,
+        }
         worker.stdin.write(json.dumps(orders).encode())
         await worker.stdin.drain()
         worker.stdin.close()
@@ -443,7 +458,10 @@ def _worker_main() -> int:
     settings = Settings.model_validate(orders["settings"])
     configure(settings)
     sock = socket.socket(fileno=orders["socket_fd"])
-    app = create_app(settings, metrics_dir=Path(orders["metrics_dir"]))
+    peers = Peers(
+        orders["worker_index"], orders["worker_count"], Path(orders["peers_dir"])
+    )
+    app = create_app(settings, metrics_dir=Path(orders["metrics_dir"]), peers=peers)
     app.on_startup.append(_announce_ready(orders["ready_fd"]))
     return run_app(app, settings, sock, say=_teller(orders["ready_fd"]))
 

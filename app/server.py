@@ -10,7 +10,8 @@ raises ConfigError unless the settings name the admin to create.
 Around the routes: each request is counted while it runs (a shutdown
 waits for it), gets an id (echoed as X-Request-ID), one access line and
 its metrics; errors become the JSON envelope; a deadline bounds the
-request; then the acting user is resolved.
+request; with several workers, a model's writes go to the worker that owns
+the model (`app.web.owners`); then the acting user is resolved.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from app.web.middlewares import (
     in_flight,
     observed,
 )
+from app.web.owners import PEERS, Peers, handing_over, to_owner
 from app.web.routes import add_routes
 
 log = logging.getLogger("deardiary.server")
@@ -50,18 +52,32 @@ MONGO_URI = web.AppKey("mongo_uri", str)
 
 
 def create_app(
-    settings: Settings, *, client: Any = None, metrics_dir: Path | None = None
+    settings: Settings,
+    *,
+    client: Any = None,
+    metrics_dir: Path | None = None,
+    peers: Peers | None = None,
 ) -> web.Application:
     """The registry application; ``client`` replaces the MongoDB connection.
 
     ``metrics_dir`` is the directory worker processes share their metrics
-    in; without it ``/metrics`` reports this process alone. Raises
-    ConfigError when auth is on without a usable secret.
+    in; without it ``/metrics`` reports this process alone. ``peers``
+    places a worker among the server's others: it hands each model's
+    writes to the model's owner (see `app.web.owners`). Raises ConfigError
+    when auth is on without a usable secret.
     """
     check_auth(settings)
+    routing = [] if peers is None else [to_owner]
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[in_flight, observed, error_envelope, deadline, acting_user],
+        middlewares=[
+            in_flight,
+            observed,
+            error_envelope,
+            deadline,
+            *routing,
+            acting_user,
+        ],
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = scrape_registry(metrics_dir)
@@ -71,6 +87,9 @@ def create_app(
     if client is None:
         app.cleanup_ctx.append(_embedded_store if settings.embedded else _given_uri)
     app.cleanup_ctx.append(_mongo(client))
+    if peers is not None:
+        app[PEERS] = peers
+        app.cleanup_ctx.append(handing_over(peers))
     add_routes(app)
     return app
 

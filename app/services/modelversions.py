@@ -144,11 +144,27 @@ class ModelVersionService(Service):
         self._registrations = Batches(self._register, patience_s=patience)
         self._stage_changes = Batches(self._change_stages_batch, patience_s=patience)
 
+    async def model_of(self, version_id: int) -> int | None:
+        """The model of a version, read once per process (a version never
+        moves); None for a version that does not exist. No permission is
+        checked: the answer only picks who handles a request."""
+        model_id = self._model_of.get(version_id)
+        if model_id is None:
+            doc = await self.store.find_one(
+                self.collection, {"_id": version_id}, projection={"model_id": 1}
+            )
+            if doc is None:
+                return None
+            model_id = int(doc["model_id"])
+            self.remember(version_id, model_id)
+        return model_id
+
     def _turn(self, version_id: int) -> str | None:
         model_id = self._model_of.get(version_id)
         return None if model_id is None else version_counter(model_id)
 
-    def _remember(self, version_id: int, model_id: int) -> None:
+    def remember(self, version_id: int, model_id: int) -> None:
+        """Note the model of a version, learnt along the way."""
         self._model_of[version_id] = model_id
         self._model_of.move_to_end(version_id)
         if len(self._model_of) > _KNOWN_MODELS:
@@ -261,7 +277,7 @@ class ModelVersionService(Service):
         answers = await self.store.transaction(register, turn=version_counter(model_id))
         for answer in answers:
             if isinstance(answer, int):
-                self._remember(answer, model_id)
+                self.remember(answer, model_id)
         return answers
 
     async def _register_alone(self, model_id: int, registration: _Registration) -> int:
@@ -279,7 +295,7 @@ class ModelVersionService(Service):
         registered = await self.store.transaction(
             register, turn=version_counter(model_id)
         )
-        self._remember(registered, model_id)
+        self.remember(registered, model_id)
         return registered
 
     async def _registration_ids(self, count: int) -> tuple[list[int], list[int]]:
@@ -685,7 +701,7 @@ class ModelVersionService(Service):
             raise hidden
         doc, extra = read
         await self.access.require(actor, doc["project_id"], permission, hidden=hidden)
-        self._remember(version_id, doc["model_id"])
+        self.remember(version_id, doc["model_id"])
         return _Found(doc, extra["counter"], extra.get("incumbents", []))
 
     def _archive(self, versions: list[Document], moment: datetime) -> Update:

@@ -29,6 +29,7 @@ from app.errors import (
 from app.logs import REQUEST_ID
 from app.metrics import observe_request
 from app.web import resources, responses
+from app.web.owners import from_peer
 from app.web.routes import PUBLIC
 
 log = logging.getLogger("deardiary.http")
@@ -161,7 +162,9 @@ async def observed(request: web.Request, handler: Handler) -> web.StreamResponse
 
 def _access_line(request: web.Request, status: int, seconds: float) -> None:
     route = route_pattern(request)
-    observe_request(request.method, route, status, seconds)
+    if not from_peer(request):
+        # A request another worker handed over is counted there, once.
+        observe_request(request.method, route, status, seconds)
     latency_ms = round(seconds * 1000, 1)
     access_log.info(
         "%s %s %d %.1fms %s",

@@ -345,3 +345,74 @@ async def test_a_configuration_error_met_by_a_worker_exits_2(
     assert await server.wait_exit() == 2
     assert "configuration error: DEARDIARY_ADMIN_USERNAME: " in server.output()
     assert "Traceback" not in server.output()
+
+
+async def test_a_models_writes_go_to_one_worker_and_never_conflict(
+    servers: Servers,
+) -> None:
+    # Registrations and promotions of one model, each on a connection of
+    # its own so that they spread over both workers, all reach the model's
+    # owner: its batches take turns, and no transaction has to run again.
+    server = await servers.start(DEARDIARY_WORKERS="2", DEARDIARY_LOG_FORMAT="json")
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        project = await _created(http, f"{server.url}/project", {"name": "p"})
+        experiment = await _created(
+            http, f"{server.url}/experiment/project/{project}", {"name": "e"}
+        )
+        iteration = await _created(
+            http, f"{server.url}/iteration/experiment/{experiment}", {}
+        )
+        models = [
+            await _created(http, f"{server.url}/model/project/{project}", {"name": n})
+            for n in ("even", "odd")
+        ]
+        for model in models:
+            registered = await asyncio.gather(
+                *(
+                    fetch(
+                        http,
+                        "POST",
+                        f"{server.url}/modelversion/model/{model}",
+                        json={"iteration_id": iteration},
+                    )
+                    for _ in range(12)
+                )
+            )
+            assert [status for status, _ in registered] == [201] * 12
+            versions = [body["modelversion_id"] for _, body in registered]
+            for _ in range(3):
+                promoted = await asyncio.gather(
+                    *(
+                        fetch(
+                            http,
+                            "PATCH",
+                            f"{server.url}/modelversion/{v}",
+                            json={"stage_id": 3},
+                        )
+                        for v in versions
+                    )
+                )
+                assert [status for status, _ in promoted] == [200] * 12
+            status, page = await fetch(
+                http, "GET", f"{server.url}/modelversion/model/{model}?limit=50"
+            )
+            assert status == 200
+            assert sorted(v["version"] for v in page["data"]) == list(range(1, 13))
+            assert [v["stage_id"] for v in page["data"]].count(3) == 1
+
+        async with http.get(f"{server.url}/metrics") as response:
+            text = await response.text()
+
+    retries = _samples(text, "deardiary_transaction_retries_total")
+    assert set(retries.values()) == {0.0}, retries
+    route = (("method", "PATCH"), ("route", "/modelversion/{id}"), ("status", "200"))
+    assert _samples(text, "deardiary_http_requests_total")[route] == 72  # once each
+    # A handed-over request has an access line in each worker, one id.
+    pids: dict[str, set[int]] = {}
+    for line in server.output().splitlines():
+        entry = json.loads(line)
+        if entry.get("route") in ("/modelversion/{id}", "/modelversion/model/{id}"):
+            pids.setdefault(entry["request_id"], set()).add(entry["pid"])
+    assert len(pids) == 2 * 12 + 3 * 2 * 12 + 2  # with the two pages
+    assert any(len(found) == 2 for found in pids.values())
