@@ -136,9 +136,10 @@ class ModelVersionService(Service):
         super().__init__(store, access)
         self.events = History(store)
         # The model of each version this process has read: a version never
-        # moves, so a stage change can take its model's turn (see
-        # `app.store.turns`) before its transaction reads the version. One
-        # not known yet takes none.
+        # moves, so a change can take its model's turn (see
+        # `app.store.turns`) before its transaction reads the version. A
+        # stage change reads the model of one not known yet; another change
+        # of it takes no turn.
         self._model_of: OrderedDict[int, int] = OrderedDict()
         patience = store.deadline_s
         self._registrations = Batches(self._register, patience_s=patience)
@@ -366,22 +367,23 @@ class ModelVersionService(Service):
         Promotion may lose a race to another promotion of the same model;
         it then runs again from the start, against the winner's result.
         """
-        model_id = self._model_of.get(version_id)
         stage = body.stage_id
         if (
-            model_id is not None
-            and stage is not None
+            stage is not None
             and set(body.changes()) == {"stage_id"}
             and not awaits_commit()
             # Without transactions a batch's writes could stop half done.
             and self.store.transactions
         ):
             # Stage changes of one model that arrive together share a
-            # transaction (see `_change_stages`).
-            change = _StageChange(actor, version_id, Stage(stage), expected)
-            await self._stage_changes.submit(model_id, change)
-            count_promotion(change.stage.name)
-            return
+            # transaction (see `_change_stages`); the version's model is
+            # read first, once per process.
+            model_id = await self.model_of(version_id)
+            if model_id is not None:
+                change = _StageChange(actor, version_id, Stage(stage), expected)
+                await self._stage_changes.submit(model_id, change)
+                count_promotion(change.stage.name)
+                return
         await self._update_alone(actor, version_id, body, expected)
         if body.stage_id is not None:
             count_promotion(Stage(body.stage_id).name)

@@ -555,6 +555,35 @@ async def test_an_edit_between_a_shared_transactions_read_and_write_is_kept(
     assert (await _version(real, versions[2]))["stage_id"] == PRODUCTION
 
 
+async def test_stage_changes_of_versions_not_read_here_yet_share_a_transaction(
+    real_api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in a worker that another handed the changes to, or one started
+    # since the versions were registered: their model is read first, and
+    # the changes take the model's turn together.
+    real = Caller(real_api, None)
+    ids = await lineage(real)
+    versions = [
+        await register(real, ids["model_id"], ids["iteration_id"]) for _ in range(5)
+    ]
+    service = real_api.app[keys.SERVICES].modelversions
+    service._model_of.clear()
+    batched: list[int] = []
+    change_stages = service._change_stages
+
+    async def counted(model_id: int, batch: list[Any]) -> list[Any]:
+        batched.extend(change.version_id for change in batch)
+        return await change_stages(model_id, batch)
+
+    monkeypatch.setattr(service, "_change_stages", counted)
+
+    statuses = await asyncio.gather(*(_promote(real, v) for v in versions))
+
+    assert statuses == [200] * 5
+    assert sorted(batched) == sorted(versions)
+    assert _most_in_production(await _events(real, ids["model_id"])) == 1
+
+
 async def test_if_match_in_a_shared_transaction_sees_the_change_before_it(
     real: Caller,
 ) -> None:
