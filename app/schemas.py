@@ -56,10 +56,11 @@ class IterationStatus(IntEnum):
 
 
 def _iso_millis(value: datetime) -> str:
+    # A naive value is UTC already (the store keeps UTC); an aware one is
+    # turned to UTC, whose offset every such text ends with.
     if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    text = value.astimezone(UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
+        return value.isoformat(timespec="milliseconds") + "Z"
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _name(value: str) -> str:

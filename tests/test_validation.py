@@ -6,12 +6,15 @@ each test compares the whole database before and after.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from app.schemas import Project
 from app.settings import Settings
 from tests.helpers import (
     call,
@@ -820,3 +823,21 @@ async def test_error_answers_are_json(api: TestClient) -> None:
     response = await api.get("/nope")
 
     assert response.content_type == "application/json"
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        datetime(2025, 3, 1, 12, 0, 0, 123456),
+        datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC),
+        datetime(2025, 3, 1, 14, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2025, 3, 1, 7, 30, 0, 123999, tzinfo=timezone(timedelta(hours=-4.5))),
+    ],
+)
+def test_dates_are_written_in_utc_to_the_millisecond(stored: datetime) -> None:
+    # The store gives naive UTC dates (mock) or aware ones (the driver).
+    project = Project.from_doc({"_id": 1, "name": "p", "created_date": stored})
+
+    assert json.loads(project.model_dump_json())["created_date"] == (
+        "2025-03-01T12:00:00.123Z"
+    )
