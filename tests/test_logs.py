@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
-from app.logs import configure
+from app.logs import JsonFormatter, TextFormatter, configure
 from app.settings import Settings
 
 
@@ -42,3 +43,46 @@ def test_json_format_writes_one_object_per_line(
     assert entry["message"] == "hello world"
     assert entry["logger"] == "deardiary.test"
     assert entry["n"] == 1
+
+
+def _record_at(created: float) -> logging.LogRecord:
+    record = logging.makeLogRecord(
+        {"name": "deardiary.test", "msg": "hello", "levelno": 20}
+    )
+    record.levelname = "INFO"
+    record.created = created
+    record.msecs = int((created - int(created)) * 1000) + 0.0
+    return record
+
+
+# Moments within a second, on its edges, and across a day and a year.
+MOMENTS = [
+    1_700_000_000.0,
+    1_700_000_000.0004,
+    1_700_000_000.1229999,
+    1_700_000_000.9994,
+    1_700_000_000.9999996,
+    1_700_000_001.5,
+    1_735_689_599.9991,
+    1_735_689_600.0001,
+]
+
+
+def test_text_lines_date_each_moment_as_the_standard_formatter_does() -> None:
+    # The text formatter formats a second's date once; its lines must not
+    # differ from those of the plain format it stands for.
+    plain = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ours = TextFormatter()
+
+    for created in MOMENTS + MOMENTS[::-1]:
+        record = _record_at(created)
+        assert ours.format(record) == plain.format(record)
+
+
+def test_json_lines_date_each_moment_in_utc_to_the_millisecond() -> None:
+    ours = JsonFormatter()
+
+    for created in MOMENTS + MOMENTS[::-1]:
+        entry = json.loads(ours.format(_record_at(created)))
+        expected = datetime.fromtimestamp(created, UTC)
+        assert entry["time"] == expected.isoformat(timespec="milliseconds")
