@@ -28,3 +28,5 @@ IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight")
 ACTOR = web.RequestKey("actor", Actor)
 # The request's id, from X-Request-ID or made up; echoed in the answer.
 REQUEST_ID = web.RequestKey("request_id", str)
+# When the request's deadline is up, on the event loop's clock.
+DEADLINE = web.RequestKey("deadline", float)

@@ -3,6 +3,8 @@ handed over, what is answered here, and what a lost answer becomes."""
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +14,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict
 
+from app import keys
 from app.server import create_app
 from app.settings import Settings
 from app.web.owners import Peers
@@ -24,19 +28,28 @@ class Owner:
 
     def __init__(self, directory: Path) -> None:
         self.path = Peers(1, 2, directory).socket_path(1)
-        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.seen: list[tuple[str, str, CIMultiDict[str], bytes]] = []
+        self.kept_alive: list[bool] = []
         self.drop = False
+        self.gzip = False
         self._runner: web.AppRunner | None = None
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self.seen.append((request.method, request.path_qs, dict(request.headers), body))
+        self.seen.append(
+            (request.method, request.path_qs, CIMultiDict(request.headers), body)
+        )
+        self.kept_alive.append(request.keep_alive)
         if self.drop:
             assert request.transport is not None
             request.transport.close()
-        return web.json_response(
+        answer = web.json_response(
             {"modelversion_id": 77}, status=201, headers={"ETag": '"77-0"'}
         )
+        if self.gzip:
+            answer.body = gzip.compress(b'{"modelversion_id": 77}')
+            answer.headers["Content-Encoding"] = "gzip"
+        return answer
 
     async def start(self) -> None:
         app = web.Application()
@@ -190,3 +203,135 @@ async def test_a_stage_change_goes_to_the_owner_of_the_versions_model(
         b'{"stage_id": 3}',
     )
     assert missing.status == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/modelversion/model/18446744073709551616",
+        "/modelversion/model/" + "9" * 5000,
+    ],
+)
+async def test_a_registration_under_an_id_that_names_nothing_is_a_404_here(
+    worker0: TestClient, owner: Owner, path: str
+) -> None:
+    response = await worker0.post(path, json={"iteration_id": 5})
+
+    assert response.status == 404
+    assert (await response.json())["code"] == "NOT_FOUND"
+    assert owner.seen == []
+
+
+@pytest.mark.parametrize("digits", ["9223372036854775808", "9" * 5000])
+async def test_a_change_of_a_version_whose_id_names_nothing_is_a_404_here(
+    worker0: TestClient, owner: Owner, digits: str
+) -> None:
+    response = await worker0.patch(f"/modelversion/{digits}", json={"stage_id": 3})
+
+    assert response.status == 404
+    assert (await response.json())["code"] == "NOT_FOUND"
+    assert owner.seen == []
+
+
+async def test_the_owner_gets_one_request_id_and_every_repeated_header(
+    worker0: TestClient, owner: Owner
+) -> None:
+    # However the client spells its id header, the owner sees this
+    # request's one id, the same both access lines carry.
+    headers = CIMultiDict(
+        [("x-request-id", "a b"), ("If-Match", '"1-1"'), ("If-Match", '"1-2"')]
+    )
+
+    response = await worker0.post(
+        "/modelversion/model/1", json={"iteration_id": 5}, headers=headers
+    )
+
+    [(_, _, seen, _)] = owner.seen
+    assert seen.getall("X-Request-ID") == [response.headers["X-Request-ID"]]
+    assert response.headers["X-Request-ID"] != "a b"
+    assert seen.getall("If-Match") == ['"1-1"', '"1-2"']
+
+
+async def test_an_owners_compressed_answer_reaches_the_client_as_sent(
+    worker0: TestClient, owner: Owner
+) -> None:
+    owner.gzip = True
+
+    response = await worker0.post("/modelversion/model/1", json={"iteration_id": 5})
+
+    assert response.status == 201
+    assert await response.json() == {"modelversion_id": 77}
+
+
+async def test_each_handover_has_a_connection_of_its_own(
+    worker0: TestClient, owner: Owner
+) -> None:
+    # A kept connection the owner closes as it stops would fail the next
+    # write sent on it, which the owner never saw.
+    for _ in range(2):
+        await worker0.post("/modelversion/model/1", json={"iteration_id": 5})
+
+    assert owner.kept_alive == [False, False]
+
+
+async def test_the_owner_is_told_the_time_the_request_has_left(
+    settings: Settings, worker0: TestClient, owner: Owner
+) -> None:
+    await worker0.post(
+        "/modelversion/model/1",
+        json={"iteration_id": 5},
+        headers={"X-DearDiary-Time-Left": "9999"},
+    )
+
+    [(_, _, seen, _)] = owner.seen
+    [left] = seen.getall("X-DearDiary-Time-Left")
+    assert 0 < float(left) <= settings.request_timeout_seconds - 0.1
+
+
+async def test_a_handed_over_request_has_only_the_time_its_sender_had_left(
+    settings: Settings,
+    mongo: Any,
+    directory: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Worker 0 owns the change: it gives up when the sender would, and so
+    # never makes a change after the sender answered 503.
+    app = create_app(settings, client=mongo, peers=Peers(0, 2, directory))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    monkeypatch.setattr(app[keys.SERVICES].modelversions, "update", _slow)
+    path = Peers(0, 2, directory).socket_path(0)
+    await web.UnixSite(runner, str(path)).start()
+    try:
+        connector = aiohttp.UnixConnector(path=str(path))
+        async with aiohttp.ClientSession(connector=connector) as http:
+            async with http.patch(
+                "http://worker0/modelversion/2",
+                json={"stage_id": 3},
+                headers={"X-DearDiary-Time-Left": "0.05"},
+            ) as response:
+                status, body = response.status, await response.json()
+    finally:
+        await runner.cleanup()
+
+    assert status == 503
+    assert body["code"] == "DATABASE_UNAVAILABLE"
+
+
+async def test_a_clients_word_on_its_time_left_is_not_taken(
+    worker0: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = worker0.app[keys.SERVICES]
+    monkeypatch.setattr(services.modelversions, "update", _slow)
+
+    response = await worker0.patch(
+        "/modelversion/2",
+        json={"stage_id": 3},
+        headers={"X-DearDiary-Time-Left": "0.05"},
+    )
+
+    assert response.status == 200
+
+
+async def _slow(*args: Any, **kwargs: Any) -> None:
+    await asyncio.sleep(0.3)

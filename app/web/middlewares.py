@@ -29,13 +29,13 @@ from app.errors import (
 from app.logs import REQUEST_ID
 from app.metrics import observe_request
 from app.web import resources, responses
-from app.web.owners import from_peer
+from app.web.owners import from_peer, time_left
+from app.web.responses import REQUEST_ID_HEADER
 from app.web.routes import PUBLIC
 
 log = logging.getLogger("deardiary.http")
 access_log = logging.getLogger("deardiary.access")
 
-REQUEST_ID_HEADER = "X-Request-ID"
 # A client's id is kept when it is a plain token of sane length; anything
 # else (long, spaced, control characters) is replaced, not logged.
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -241,13 +241,19 @@ async def deadline(request: web.Request, handler: Handler) -> web.StreamResponse
     Every database call is bounded on its own, but a transaction may be
     retried by the driver for up to two minutes; the deadline
     (DEARDIARY_REQUEST_TIMEOUT_SECONDS) bounds the whole request. Uploads
-    and downloads are exempt: their bytes take as long as they take.
+    and downloads are exempt: their bytes take as long as they take. A
+    request another worker handed over has what that worker had left.
     """
     if request.match_info.handler in _STREAMING:
         return await handler(request)
-    bound = asyncio.timeout(request.app[keys.SETTINGS].request_timeout_seconds)
+    seconds = request.app[keys.SETTINGS].request_timeout_seconds
+    handed_over = time_left(request)
+    if handed_over is not None:
+        seconds = min(seconds, handed_over)
+    bound = asyncio.timeout(seconds)
     try:
         async with bound:
+            request[keys.DEADLINE] = bound.when() or 0.0
             return await handler(request)
     except TimeoutError as exc:
         if not bound.expired():

@@ -6,9 +6,9 @@ within a process. With several workers each batches its own, and two
 batches of one model conflict on the model's version counter in the
 database: the loser runs again after a pause, and under steady load it
 loses again and again. So every model has an owner among the workers (its
-id modulo their number); a worker hands a registration or stage change of a
-model it does not own to the owner over a local socket, and passes the
-answer back as it came.
+id modulo their number); a worker hands a registration, or a change of a
+version, of a model it does not own to the owner over a local socket, and
+passes the answer back as it came.
 
 What is handed over is the request itself: the owner authenticates it,
 checks it and answers it as any request. The model of a version is read
@@ -21,7 +21,9 @@ and only the client can tell whether to try again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -30,9 +32,12 @@ from pathlib import Path
 import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from app import keys
-from app.errors import DatabaseUnavailable
+from app.errors import DatabaseUnavailable, NotFound
+from app.web.parsing import path_id
+from app.web.responses import REQUEST_ID_HEADER
 
 log = logging.getLogger("deardiary.owners")
 
@@ -40,8 +45,9 @@ log = logging.getLogger("deardiary.owners")
 REGISTRATION = (hdrs.METH_POST, "/modelversion/model/{id}")
 VERSION_CHANGE = (hdrs.METH_PATCH, "/modelversion/{id}")
 
-# Headers that describe one connection, or a body as it was on the wire
-# (the body is handed over decoded): never passed on.
+# Headers that describe one connection or one message's framing: never
+# passed on. The request's body is handed over decoded, so its encoding
+# goes too; the request id is set anew, once, whatever its spelling.
 _HOP_BY_HOP = frozenset(
     h.lower()
     for h in (
@@ -55,11 +61,18 @@ _HOP_BY_HOP = frozenset(
         hdrs.UPGRADE,
         hdrs.HOST,
         hdrs.CONTENT_LENGTH,
-        hdrs.CONTENT_ENCODING,
         hdrs.DATE,
         hdrs.SERVER,
+        REQUEST_ID_HEADER,
     )
 )
+_NOT_HANDED_OVER = _HOP_BY_HOP | {hdrs.CONTENT_ENCODING.lower()}
+
+# What a handed-over request has left of its deadline, in seconds: the
+# owner gives up (and commits nothing) a margin before the receiving worker
+# answers 503 itself, so that a 503 never hides a change made after it.
+TIME_LEFT_HEADER = "X-DearDiary-Time-Left"
+_MARGIN_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,19 @@ class Peers:
         return model_id % self.count
 
 
+def time_left(request: web.Request) -> float | None:
+    """The seconds left to a request another worker handed over; None for
+    any other request, whatever its headers say."""
+    given = request.headers.get(TIME_LEFT_HEADER)
+    if given is None or not from_peer(request):
+        return None
+    try:
+        seconds = float(given)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
+
+
 def from_peer(request: web.Request) -> bool:
     """Whether another worker handed this request over."""
     transport = request.transport
@@ -90,7 +116,7 @@ def from_peer(request: web.Request) -> bool:
 
 
 class Handover:
-    """One connection pool per other worker, for the lifetime of the app."""
+    """One client session per other worker, for the lifetime of the app."""
 
     def __init__(self, peers: Peers) -> None:
         self.peers = peers
@@ -99,7 +125,12 @@ class Handover:
     def _session(self, owner: int) -> aiohttp.ClientSession:
         session = self._sessions.get(owner)
         if session is None:
-            connector = aiohttp.UnixConnector(path=str(self.peers.socket_path(owner)))
+            # A connection per handover: a kept one that the owner closes
+            # as it stops would fail a request it never saw, and a write
+            # must not be sent twice.
+            connector = aiohttp.UnixConnector(
+                path=str(self.peers.socket_path(owner)), force_close=True
+            )
             session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=False,
@@ -109,7 +140,7 @@ class Handover:
         return session
 
     async def close(self) -> None:
-        """Close every pool."""
+        """Close every session."""
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
@@ -118,12 +149,10 @@ class Handover:
         """The owner's answer to ``request``; None if it could not be
         reached, so that this worker answers instead."""
         body = await request.read()
-        headers = {
-            name: value
-            for name, value in request.headers.items()
-            if name.lower() not in _HOP_BY_HOP
-        }
-        headers["X-Request-ID"] = request[keys.REQUEST_ID]
+        headers = _kept(request.headers, _NOT_HANDED_OVER)
+        headers[REQUEST_ID_HEADER] = request[keys.REQUEST_ID]
+        left = request[keys.DEADLINE] - asyncio.get_running_loop().time()
+        headers[TIME_LEFT_HEADER] = f"{max(left - _MARGIN_S, 0.001):.3f}"
         try:
             async with self._session(owner).request(
                 request.method,
@@ -134,12 +163,7 @@ class Handover:
                 return web.Response(
                     status=answer.status,
                     body=await answer.read(),
-                    headers={
-                        name: value
-                        for name, value in answer.headers.items()
-                        if name.lower() not in _HOP_BY_HOP
-                        and name.lower() != "x-request-id"
-                    },
+                    headers=_kept(answer.headers, _HOP_BY_HOP),
                 )
         except aiohttp.ClientConnectorError as exc:
             log.info("worker %d not reachable (%s): answering here", owner, exc)
@@ -159,12 +183,22 @@ async def model_named(request: web.Request) -> int | None:
     if match.http_exception is not None or resource is None:
         return None
     route = (request.method, resource.canonical)
+    if route not in (REGISTRATION, VERSION_CHANGE):
+        return None
+    try:
+        id_ = path_id(request, "record")
+    except NotFound:
+        return None  # an id that names nothing: answered here, as ever
     if route == REGISTRATION:
-        return int(match["id"])
-    if route == VERSION_CHANGE:
-        versions = request.app[keys.SERVICES].modelversions
-        return await versions.model_of(int(match["id"]))
-    return None
+        return id_
+    return await request.app[keys.SERVICES].modelversions.model_of(id_)
+
+
+def _kept(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> CIMultiDict[str]:
+    """Every header but the ``dropped`` ones, repeated ones each kept."""
+    return CIMultiDict(
+        (name, value) for name, value in headers.items() if name.lower() not in dropped
+    )
 
 
 HANDOVER = web.AppKey("handover", Handover)

@@ -17,6 +17,8 @@ from app.errors import (
 from app.schemas import Record
 
 JSON = "application/json"
+# Every answer carries its request's id, and a handed-over request its own.
+REQUEST_ID_HEADER = "X-Request-ID"
 
 
 def record(value: BaseModel, *, status: int = 200) -> web.Response:

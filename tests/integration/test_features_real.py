@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from app import keys
 from app.client import connect
 from app.embedded import EmbeddedStore
 from app.mongo import open_client
+from app.server import create_app
 from app.services.history import History
 from app.services.idempotency import IdempotencyLedger
 from app.settings import Settings
+from app.web.owners import Peers
 from tests.auth_modes import AUTH_ON, MODES, Member, member_of, serve_as, url_of
 from tests.conftest import Caller, grant
 from tests.helpers import lineage, make_project, register
@@ -620,3 +624,22 @@ async def test_creates_sharing_a_transaction_answer_each_name_on_its_own(
     status, page = await _json(await real.get(f"/model/project/{project_id}?limit=50"))
     assert status == 200
     assert sorted(m["name"] for m in page["data"]) == ["a", "b", "c", "d", "taken"]
+
+
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+async def test_a_version_id_past_64_bits_is_a_404_on_a_worker_of_several(
+    secantus: EmbeddedStore, method: str
+) -> None:
+    # The driver cannot encode such an id: a worker that looks up the
+    # version's model to find its owner must not ask the database for it.
+    settings = Settings(mongo_uri=secantus.uri, db_name=f"it_{uuid.uuid4().hex}")
+    with tempfile.TemporaryDirectory(prefix="dd-peers-") as directory:
+        app = create_app(settings, peers=Peers(0, 2, Path(directory)))
+        async with TestClient(TestServer(app)) as client:
+            response = await client.request(
+                method, "/modelversion/9223372036854775808", json={"stage_id": 3}
+            )
+            body = await response.json()
+
+    assert response.status == 404
+    assert body["code"] == "NOT_FOUND"
