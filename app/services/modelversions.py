@@ -541,8 +541,10 @@ class ModelVersionService(Service):
         ``after``: one per move (from a stage, to a stage, by so many
         revisions) shared by every version that makes it, the one to
         PRODUCTION last. Each must find all its versions still at the stage
-        they were read at; the revision is counted up, not set, so an edit
-        of another field that slipped in between keeps its own count."""
+        they were read at, and the revision is counted up, not set. The
+        transaction read them: a write to any of them since (an edit of
+        another field too) is a write conflict, and the batch runs again
+        from its reads, checking each If-Match anew."""
         moves: dict[tuple[int, int, int], list[int]] = {}
         for id_, doc in after.items():
             steps = revision_of(doc) - revision_of(before[id_])

@@ -643,3 +643,44 @@ async def test_a_version_id_past_64_bits_is_a_404_on_a_worker_of_several(
 
     assert response.status == 404
     assert body["code"] == "NOT_FOUND"
+
+
+async def test_an_if_match_made_stale_between_a_batchs_read_and_write_is_a_412(
+    real_api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The batch checked If-Match against the version as it read it; an edit
+    # that lands before the batch writes makes that check stale, so the
+    # change must not be made on its strength.
+    real = Caller(real_api, None)
+    ids = await lineage(real)
+    versions = [
+        await register(real, ids["model_id"], ids["iteration_id"]) for _ in range(3)
+    ]
+    await _promote(real, versions[0])
+    services = real_api.app[keys.SERVICES]
+    history = services.modelversions.events
+    record = history.record_requests
+    edits: list[int] = []
+    tag = (await real.get(f"/modelversion/{versions[1]}")).headers["ETag"]
+
+    async def edited_first(*args: Any, **kwargs: Any) -> None:
+        if not edits:
+            edits.append(versions[1])
+            await services.modelversions.store.collection("modelversions").update_one(
+                {"_id": versions[1]},
+                {"$set": {"description": "edited"}, "$inc": {"revision": 1}},
+            )
+        await record(*args, **kwargs)
+
+    monkeypatch.setattr(history, "record_requests", edited_first)
+
+    statuses = await asyncio.gather(
+        _promote(real, versions[1], **{"If-Match": tag}), _promote(real, versions[2])
+    )
+
+    assert edits
+    assert statuses == [412, 200]
+    edited = await _version(real, versions[1])
+    assert edited["description"] == "edited"
+    assert edited["stage_id"] != PRODUCTION
+    assert (await _version(real, versions[2]))["stage_id"] == PRODUCTION
