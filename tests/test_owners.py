@@ -158,11 +158,11 @@ async def test_an_answer_lost_after_the_handover_is_a_503(
     assert "may or may not have been made" in body["message"]
 
 
-async def test_a_handed_over_request_is_answered_where_it_arrives(
-    settings: Settings, mongo: Any, directory: Path, owner: Owner
-) -> None:
-    # Worker 0 receives, on its own socket for the others, a registration
-    # of worker 1's model: it never hands it on again.
+@pytest.fixture
+async def peer_socket(
+    settings: Settings, mongo: Any, directory: Path
+) -> AsyncIterator[tuple[web.Application, aiohttp.ClientSession]]:
+    """Worker 0 as the other workers reach it: on its own Unix socket."""
     app = create_app(settings, client=mongo, peers=Peers(0, 2, directory))
     runner = web.AppRunner(app)
     await runner.setup()
@@ -171,12 +171,22 @@ async def test_a_handed_over_request_is_answered_where_it_arrives(
     try:
         connector = aiohttp.UnixConnector(path=str(path))
         async with aiohttp.ClientSession(connector=connector) as http:
-            async with http.post(
-                "http://worker0/modelversion/model/1", json={"iteration_id": 5}
-            ) as response:
-                status = response.status
+            yield app, http
     finally:
         await runner.cleanup()
+
+
+async def test_a_handed_over_request_is_answered_where_it_arrives(
+    peer_socket: tuple[web.Application, aiohttp.ClientSession], owner: Owner
+) -> None:
+    # Worker 0 receives, on its own socket for the others, a registration
+    # of worker 1's model: it never hands it on again.
+    _, http = peer_socket
+
+    async with http.post(
+        "http://worker0/modelversion/model/1", json={"iteration_id": 5}
+    ) as response:
+        status = response.status
 
     assert status == 404
     assert owner.seen == []
@@ -289,30 +299,20 @@ async def test_the_owner_is_told_the_time_the_request_has_left(
 
 
 async def test_a_handed_over_request_has_only_the_time_its_sender_had_left(
-    settings: Settings,
-    mongo: Any,
-    directory: Path,
+    peer_socket: tuple[web.Application, aiohttp.ClientSession],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Worker 0 owns the change: it gives up when the sender would, and so
     # never makes a change after the sender answered 503.
-    app = create_app(settings, client=mongo, peers=Peers(0, 2, directory))
-    runner = web.AppRunner(app)
-    await runner.setup()
+    app, http = peer_socket
     monkeypatch.setattr(app[keys.SERVICES].modelversions, "update", _slow)
-    path = Peers(0, 2, directory).socket_path(0)
-    await web.UnixSite(runner, str(path)).start()
-    try:
-        connector = aiohttp.UnixConnector(path=str(path))
-        async with aiohttp.ClientSession(connector=connector) as http:
-            async with http.patch(
-                "http://worker0/modelversion/2",
-                json={"stage_id": 3},
-                headers={"X-DearDiary-Time-Left": "0.05"},
-            ) as response:
-                status, body = response.status, await response.json()
-    finally:
-        await runner.cleanup()
+
+    async with http.patch(
+        "http://worker0/modelversion/2",
+        json={"stage_id": 3},
+        headers={"X-DearDiary-Time-Left": "0.05"},
+    ) as response:
+        status, body = response.status, await response.json()
 
     assert status == 503
     assert body["code"] == "DATABASE_UNAVAILABLE"

@@ -530,21 +530,7 @@ async def test_an_edit_between_a_shared_transactions_read_and_write_is_kept(
         await register(real, ids["model_id"], ids["iteration_id"]) for _ in range(3)
     ]
     await _promote(real, versions[0])
-    services = real_api.app[keys.SERVICES]
-    history = services.modelversions.events
-    record = history.record_requests
-    edits: list[int] = []
-
-    async def edited_first(*args: Any, **kwargs: Any) -> None:
-        if not edits:
-            edits.append(versions[1])
-            await services.modelversions.store.collection("modelversions").update_one(
-                {"_id": versions[1]},
-                {"$set": {"description": "edited"}, "$inc": {"revision": 1}},
-            )
-        await record(*args, **kwargs)
-
-    monkeypatch.setattr(history, "record_requests", edited_first)
+    edits = _edit_inside_the_next_batch(real_api, monkeypatch, versions[1])
 
     statuses = await asyncio.gather(*(_promote(real, v) for v in versions[1:]))
 
@@ -657,22 +643,8 @@ async def test_an_if_match_made_stale_between_a_batchs_read_and_write_is_a_412(
         await register(real, ids["model_id"], ids["iteration_id"]) for _ in range(3)
     ]
     await _promote(real, versions[0])
-    services = real_api.app[keys.SERVICES]
-    history = services.modelversions.events
-    record = history.record_requests
-    edits: list[int] = []
     tag = (await real.get(f"/modelversion/{versions[1]}")).headers["ETag"]
-
-    async def edited_first(*args: Any, **kwargs: Any) -> None:
-        if not edits:
-            edits.append(versions[1])
-            await services.modelversions.store.collection("modelversions").update_one(
-                {"_id": versions[1]},
-                {"$set": {"description": "edited"}, "$inc": {"revision": 1}},
-            )
-        await record(*args, **kwargs)
-
-    monkeypatch.setattr(history, "record_requests", edited_first)
+    edits = _edit_inside_the_next_batch(real_api, monkeypatch, versions[1])
 
     statuses = await asyncio.gather(
         _promote(real, versions[1], **{"If-Match": tag}), _promote(real, versions[2])
@@ -684,3 +656,26 @@ async def test_an_if_match_made_stale_between_a_batchs_read_and_write_is_a_412(
     assert edited["description"] == "edited"
     assert edited["stage_id"] != PRODUCTION
     assert (await _version(real, versions[2]))["stage_id"] == PRODUCTION
+
+
+def _edit_inside_the_next_batch(
+    real_api: TestClient, monkeypatch: pytest.MonkeyPatch, version_id: int
+) -> list[int]:
+    """Once, between a stage batch's reads and its writes, another writer
+    edits the version's description; the list names it once it has."""
+    services = real_api.app[keys.SERVICES]
+    history = services.modelversions.events
+    record = history.record_requests
+    edits: list[int] = []
+
+    async def edited_first(*args: Any, **kwargs: Any) -> None:
+        if not edits:
+            edits.append(version_id)
+            await services.modelversions.store.collection("modelversions").update_one(
+                {"_id": version_id},
+                {"$set": {"description": "edited"}, "$inc": {"revision": 1}},
+            )
+        await record(*args, **kwargs)
+
+    monkeypatch.setattr(history, "record_requests", edited_first)
+    return edits
