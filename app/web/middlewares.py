@@ -250,10 +250,10 @@ async def deadline(request: web.Request, handler: Handler) -> web.StreamResponse
     handed_over = time_left(request)
     if handed_over is not None:
         seconds = min(seconds, handed_over)
-    bound = asyncio.timeout(seconds)
+    request[keys.DEADLINE] = asyncio.get_running_loop().time() + seconds
+    bound = asyncio.timeout_at(request[keys.DEADLINE])
     try:
         async with bound:
-            request[keys.DEADLINE] = bound.when() or 0.0
             return await handler(request)
     except TimeoutError as exc:
         if not bound.expired():

@@ -224,7 +224,7 @@ async def to_owner(request: web.Request, handler: Handler) -> web.StreamResponse
 def handing_over(
     peers: Peers,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The cleanup context that holds this worker's pools to the others."""
+    """The cleanup context that holds this worker's sessions to the others."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         app[HANDOVER] = handover = Handover(peers)
