@@ -21,10 +21,15 @@ JSON = "application/json"
 REQUEST_ID_HEADER = "X-Request-ID"
 
 
-def record(value: BaseModel, *, status: int = 200) -> web.Response:
+def record(
+    value: BaseModel, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     """A record or page as JSON."""
     return web.Response(
-        body=value.model_dump_json().encode(), status=status, content_type=JSON
+        body=value.model_dump_json().encode(),
+        status=status,
+        headers=headers,
+        content_type=JSON,
     )
 
 
@@ -33,19 +38,20 @@ def tagged(
 ) -> web.Response:
     """A record with its ETag; 304 without a body when the client's
     If-None-Match already names it."""
-    headers = {"ETag": value.etag}
+    etag = value.etag
+    headers = {"ETag": etag}
     if cache_control is not None:
         headers["Cache-Control"] = cache_control
-    if _already_held(request, value.etag):
+    if _already_held(request, etag):
         return web.Response(status=304, headers=headers)
-    response = record(value)
-    response.headers.update(headers)
-    return response
+    return record(value, headers=headers)
 
 
 def _already_held(request: web.Request, etag: str) -> bool:
     # If-None-Match compares weakly: W/"1-2" names the same as "1-2".
-    tags = request.if_none_match or ()
+    tags = request.if_none_match
+    if not tags:
+        return False
     return any(tag.value in (etag.strip('"'), "*") for tag in tags)
 
 
