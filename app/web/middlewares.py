@@ -29,6 +29,7 @@ from app.errors import (
 from app.logs import REQUEST_ID
 from app.metrics import observe_request
 from app.web import resources, responses
+from app.web.deadlines import Deadline
 from app.web.owners import from_peer, time_left
 from app.web.responses import REQUEST_ID_HEADER
 from app.web.routes import PUBLIC
@@ -250,13 +251,13 @@ async def deadline(request: web.Request, handler: Handler) -> web.StreamResponse
     handed_over = time_left(request)
     if handed_over is not None:
         seconds = min(seconds, handed_over)
-    request[keys.DEADLINE] = asyncio.get_running_loop().time() + seconds
-    bound = asyncio.timeout_at(request[keys.DEADLINE])
+    when = request[keys.DEADLINE] = asyncio.get_running_loop().time() + seconds
+    bound = Deadline(when)
     try:
-        async with bound:
+        with bound:
             return await handler(request)
     except TimeoutError as exc:
-        if not bound.expired():
+        if not bound.expired:
             raise
         raise DatabaseUnavailable("the database did not answer in time") from exc
 
