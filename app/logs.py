@@ -70,6 +70,16 @@ class TextFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return f"{self._seconds.text(record.created)},{int(record.msecs):03d}"
 
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        # The common line, the access line of every request among them,
+        # laid out directly as the template above lays it out (a test
+        # holds the two to the same text), without its mapping look-ups.
+        when, message = self.formatTime(record), record.getMessage()
+        record.asctime, record.message = when, message
+        return f"{when} {record.levelname} {record.name}: {message}"
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the fields given in ``extra``."""

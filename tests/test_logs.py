@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -86,3 +87,25 @@ def test_json_lines_date_each_moment_in_utc_to_the_millisecond() -> None:
         entry = json.loads(ours.format(_record_at(created)))
         expected = datetime.fromtimestamp(created, UTC)
         assert entry["time"] == expected.isoformat(timespec="milliseconds")
+
+
+def test_text_lines_with_arguments_or_a_traceback_read_as_the_standard_ones() -> None:
+    plain = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ours = TextFormatter()
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failed = logging.makeLogRecord(
+            {"name": "deardiary.test", "msg": "failed %s", "args": ("x",)}
+        )
+        failed.exc_info = sys.exc_info()
+    with_args = logging.makeLogRecord(
+        {"name": "deardiary.test", "msg": "%s %d", "args": ("GET", 200)}
+    )
+    stacked = logging.makeLogRecord(
+        {"name": "deardiary.test", "msg": "here", "stack_info": "Stack (most..."}
+    )
+
+    for record in (failed, with_args, stacked):
+        assert ours.format(record) == plain.format(record)
+    assert "ValueError: boom" in ours.format(failed)
