@@ -76,7 +76,7 @@ def parse_options(argv: list[str]) -> Options:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add = parser.add_argument
-    add("--quick", action="store_true", help="a short run (about 4 minutes)")
+    add("--quick", action="store_true", help="a short run (about 2 minutes)")
     add("--requests", type=int, help="requests per loop (default 2000; quick 300)")
     add("--max-seconds", type=float, help="seconds per loop (default 20; quick 4)")
     add("--warmup", type=int, help="uncounted requests first (default 100; 30)")
@@ -101,6 +101,8 @@ def parse_options(argv: list[str]) -> Options:
     unknown = set(operations) - set(OPERATIONS)
     if unknown:
         parser.error(f"unknown operations: {', '.join(sorted(unknown))}")
+    if not args.skip_mlflow:
+        _check_mlflow(parser, args.mlflow_baseline, args.mlflow_venv)
     return Options(
         requests=args.requests or (300 if quick else 2000),
         max_seconds=args.max_seconds or (4.0 if quick else 20.0),
@@ -120,6 +122,20 @@ def parse_options(argv: list[str]) -> Options:
         profile=args.profile,
         keep=args.keep,
     )
+
+
+def _check_mlflow(parser: argparse.ArgumentParser, baseline: Path, venv: Path) -> None:
+    # Said before any server starts, in one line naming the option to set.
+    if not (baseline / "server_ctl.sh").is_file():
+        parser.error(
+            f"no MLflow harness at {baseline}: name it with --mlflow-baseline "
+            "DIR, or leave MLflow out with --skip-mlflow"
+        )
+    if not (venv / "bin" / "mlflow").is_file():
+        parser.error(
+            f"no MLflow venv at {venv}: run the harness's setup.sh, name the "
+            "venv with --mlflow-venv DIR, or leave MLflow out with --skip-mlflow"
+        )
 
 
 def log(message: str) -> None:
