@@ -126,3 +126,70 @@ async def test_an_item_whose_caller_gave_up_waiting_is_not_run() -> None:
 
     assert [type(answer) for answer in answers] == [DatabaseUnavailable] * 2
     assert runs.batches == [[2]]
+
+
+class _Timed:
+    """A batch runner that takes ``seconds`` per batch and records its
+    batches and when each started (loop time)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.batches: list[list[int]] = []
+        self.started: list[float] = []
+
+    async def __call__(self, key: Hashable, items: list[int]) -> list[int | Exception]:
+        self.batches.append(items)
+        self.started.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(self.seconds)
+        return items
+
+
+async def _caller(batches: Batches[str, int, int], n: int, back_after: float) -> None:
+    await batches.submit("m", n)
+    await asyncio.sleep(back_after)
+    await batches.submit("m", 10 + n)
+
+
+async def test_callers_answered_together_stay_together_when_regrouped() -> None:
+    # Answered together, the three come back a few ms apart; the batch
+    # after theirs waits for all three (for 50 ms at most, half of 0.1 s).
+    runs = _Timed(0.1)
+    batches = Batches(runs, regroup=True)
+
+    await asyncio.gather(*(_caller(batches, n, 0.002 * (n + 1)) for n in range(3)))
+
+    assert runs.batches == [[0, 1, 2], [10, 11, 12]]
+
+
+async def test_without_regrouping_the_first_back_runs_alone() -> None:
+    runs = _Timed(0.1)
+    batches = Batches(runs)
+
+    await asyncio.gather(*(_caller(batches, n, 0.002 * (n + 1)) for n in range(3)))
+
+    assert runs.batches == [[0, 1, 2], [10], [11, 12]]
+
+
+async def test_a_regrouped_batch_waits_for_callers_who_do_not_return_briefly() -> None:
+    # One of three comes back: it runs once half the last batch's time is up.
+    runs = _Timed(0.1)
+    batches = Batches(runs, regroup=True, patience_s=5)
+
+    await asyncio.gather(
+        _caller(batches, 0, 0.001), batches.submit("m", 1), batches.submit("m", 2)
+    )
+
+    assert runs.batches == [[0, 1, 2], [10]]
+    waited = runs.started[1] - runs.started[0] - 0.1
+    assert 0.02 < waited < 5
+
+
+async def test_a_lone_caller_is_not_kept_waiting_when_regrouped() -> None:
+    runs = _Timed(0.3)
+    batches = Batches(runs, regroup=True)
+
+    await _caller(batches, 0, 0)
+
+    assert runs.batches == [[0], [10]]
+    # A wait for more would last 0.15 s; the lone caller's batch runs at once.
+    assert runs.started[1] - runs.started[0] < 0.3 + 0.1

@@ -41,7 +41,9 @@ class ModelService(Service):
 
     def __init__(self, store: Store, access: Access) -> None:
         super().__init__(store, access)
-        self._creations = Batches(self._create_batch, patience_s=store.deadline_s)
+        self._creations = Batches(
+            self._create_batch, patience_s=store.deadline_s, regroup=True
+        )
 
     async def get(self, actor: Actor, model_id: int) -> Model:
         """The model, if the actor may read its project."""

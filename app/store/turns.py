@@ -72,6 +72,15 @@ class Batches(Generic[Key, Item, R]):
     whose caller gave up before its batch starts is dropped, and a batch
     stops when its most impatient item's time is up, as a change of its own
     would, answering `DatabaseUnavailable`.
+
+    With ``regroup``, the batch after one of n items waits until n items
+    wait, for half as long as that batch ran at most. Callers answered
+    together come back together, but not at once: without the wait the
+    first few back run as a batch of their own, paying a whole
+    transaction's round trips for a few items while the rest queue behind
+    it, and under steady load the batches alternate between nearly all
+    callers and a few. A lone caller does not wait: after a batch of one,
+    the next runs as soon as one item comes.
     """
 
     def __init__(
@@ -80,10 +89,15 @@ class Batches(Generic[Key, Item, R]):
         *,
         most: int = 64,
         patience_s: float | None = None,
+        regroup: bool = False,
     ) -> None:
         self._run = run
         self._most = most
         self._patience_s = patience_s
+        self._regroup = regroup
+        # The key whose next batch waits for items, how many, and the
+        # future that wakes it.
+        self._wanted: dict[Key, tuple[int, asyncio.Future[None]]] = {}
         self._waiting: dict[Key, list[_Waiting[Item, R]]] = {}
         self._tasks: dict[Key, asyncio.Task[None]] = {}
 
@@ -95,7 +109,11 @@ class Batches(Generic[Key, Item, R]):
         future: asyncio.Future[R] = loop.create_future()
         deadline = None if patience is None else loop.time() + patience
         entry = _Waiting(item, future, deadline)
-        self._waiting.setdefault(key, []).append(entry)
+        waiting = self._waiting.setdefault(key, [])
+        waiting.append(entry)
+        wanted = self._wanted.get(key)
+        if wanted is not None and len(waiting) >= wanted[0]:
+            _wake(wanted[1])
         if key not in self._tasks:
             task = asyncio.create_task(self._drain(key), context=contextvars.Context())
             self._tasks[key] = task
@@ -108,12 +126,20 @@ class Batches(Generic[Key, Item, R]):
             raise
 
     async def _drain(self, key: Key) -> None:
+        loop = asyncio.get_running_loop()
         batch: list[_Waiting[Item, R]] = []
+        ran: tuple[int, float] | None = None  # the last batch's size and time
         try:
-            while self._waiting.get(key):
-                batch = self._next_batch(key)
+            while True:
+                if ran is not None and self._regroup:
+                    await self._regather(key, *ran)
+                if not self._waiting.get(key):
+                    break
+                batch, ran = self._next_batch(key), None
                 if batch:
+                    started = loop.time()
                     await self._run_batch(key, batch)
+                    ran = (len(batch), loop.time() - started)
                 batch = []
         except asyncio.CancelledError:
             for entry in [*batch, *self._waiting.get(key, [])]:
@@ -122,6 +148,20 @@ class Batches(Generic[Key, Item, R]):
         finally:
             self._waiting.pop(key, None)
             del self._tasks[key]
+
+    async def _regather(self, key: Key, count: int, ran_s: float) -> None:
+        """Wait until ``count`` items of ``key`` wait, ``ran_s / 2`` at most."""
+        if len(self._waiting.get(key, ())) >= count:
+            return
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+        self._wanted[key] = (count, woken)
+        timer = loop.call_later(ran_s / 2, _wake, woken)
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            del self._wanted[key]
 
     def _next_batch(self, key: Key) -> list[_Waiting[Item, R]]:
         waiting = self._waiting[key]
@@ -173,6 +213,11 @@ async def one_by_one(
 
 
 _IMPATIENT = "the database did not answer in time"
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 @dataclass
