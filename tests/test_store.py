@@ -306,6 +306,35 @@ async def test_ids_drawn_together_are_drawn_in_one_step_and_never_shared(
     assert draws == [7]
 
 
+async def test_ids_drawn_ahead_come_a_block_at_a_time_and_are_never_shared(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    draws: list[int] = []
+    draw = Store._draw
+
+    async def counted(self: Store, counter: str, count: int) -> Any:
+        draws.append(count)
+        await asyncio.sleep(0)  # others ask while the block is drawn
+        return await draw(self, counter, count)
+
+    await store.seed_id_counters()
+    monkeypatch.setattr(Store, "_draw", counted)
+    store.draw_ahead("models", 4)
+
+    drawn = await asyncio.gather(*(store.next_ids("models", n) for n in (1, 2, 3)))
+    drawn.append(await store.next_ids("models", 6))  # more than a block
+    drawn.append(await store.next_ids("models", 1))
+
+    taken = [i for ids in drawn for i in ids]
+    assert [len(ids) for ids in drawn] == [1, 2, 3, 6, 1]
+    assert sorted(taken) == taken == list(range(1, 14))
+    assert draws == [4, 4, 6]  # one id, 14, still in hand
+    assert (await store.next_ids("models", 1)) == [14]
+    assert draws == [4, 4, 6]
+    assert (await store.next_ids("models", 2)) == [15, 16]
+    assert draws == [4, 4, 6, 4]
+
+
 async def test_a_change_whose_stamp_cannot_be_bumped_renews_this_process_pages(
     listed: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
