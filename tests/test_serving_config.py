@@ -23,12 +23,26 @@ def _refused(environ: dict[str, str]) -> ConfigError:
 
 
 def test_default_is_one_worker_per_usable_core() -> None:
-    settings = load_settings({})
+    settings = load_settings(
+        {"DEARDIARY_MONGO_URI": "mongodb://db:27017/?replicaSet=rs0"}
+    )
 
     assert settings.workers is None
     assert settings.worker_count == len(os.sched_getaffinity(0))
     assert settings.shutdown_grace_seconds == 30
     assert settings.request_timeout_seconds == 15
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 1), (8, 7)])
+def test_the_embedded_store_keeps_a_core_of_its_own(
+    cores: int, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+
+    assert load_settings({}).worker_count == workers
+    uri = {"DEARDIARY_MONGO_URI": "mongodb://db:27017/?replicaSet=rs0"}
+    assert load_settings(uri).worker_count == cores
+    assert load_settings({"DEARDIARY_WORKERS": "2"}).worker_count == 2
 
 
 def test_serving_values_are_read_into_their_types() -> None:

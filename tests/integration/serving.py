@@ -110,7 +110,11 @@ class Servers:
 
 def _worker_count(env: dict[str, str]) -> int:
     given = env.get("DEARDIARY_WORKERS")
-    return int(given) if given else len(os.sched_getaffinity(0))
+    if given:
+        return int(given)
+    cores = len(os.sched_getaffinity(0))
+    # The embedded store keeps a core of its own (Settings.worker_count).
+    return cores if env.get("DEARDIARY_MONGO_URI") else max(1, cores - 1)
 
 
 async def wait_output(server: Server, text: str) -> None:
