@@ -74,13 +74,14 @@ class Batches(Generic[Key, Item, R]):
     would, answering `DatabaseUnavailable`.
 
     With ``regroup``, the batch after one of n items waits until n items
-    wait, for half as long as that batch ran at most. Callers answered
-    together come back together, but not at once: without the wait the
-    first few back run as a batch of their own, paying a whole
-    transaction's round trips for a few items while the rest queue behind
-    it, and under steady load the batches alternate between nearly all
-    callers and a few. A lone caller does not wait: after a batch of one,
-    the next runs as soon as one item comes.
+    wait: for half as long as that batch ran, `REGROUP_MOST_S` and half
+    the time left to the most impatient waiting item, whichever is least.
+    Callers answered together come back together, but not at once: without
+    the wait the first few back run as a batch of their own, paying a
+    whole transaction's round trips for a few items while the rest queue
+    behind it, and under steady load the batches alternate between nearly
+    all callers and a few. After a batch of one, the next runs as soon as
+    one item comes.
     """
 
     def __init__(
@@ -135,7 +136,8 @@ class Batches(Generic[Key, Item, R]):
                     await self._regather(key, *ran)
                 if not self._waiting.get(key):
                     break
-                batch, ran = self._next_batch(key), None
+                batch = self._next_batch(key)
+                ran = None
                 if batch:
                     started = loop.time()
                     await self._run_batch(key, batch)
@@ -150,13 +152,19 @@ class Batches(Generic[Key, Item, R]):
             del self._tasks[key]
 
     async def _regather(self, key: Key, count: int, ran_s: float) -> None:
-        """Wait until ``count`` items of ``key`` wait, ``ran_s / 2`` at most."""
-        if len(self._waiting.get(key, ())) >= count:
+        """Wait until ``count`` items of ``key`` wait, for as long as
+        regrouping allows (see `Batches`)."""
+        waiting = self._waiting.get(key, [])
+        if len(waiting) >= count:
             return
         loop = asyncio.get_running_loop()
+        limit = min(ran_s / 2, REGROUP_MOST_S)
+        deadlines = [entry.deadline for entry in waiting if entry.deadline is not None]
+        if deadlines:
+            limit = min(limit, (min(deadlines) - loop.time()) / 2)
         woken: asyncio.Future[None] = loop.create_future()
         self._wanted[key] = (count, woken)
-        timer = loop.call_later(ran_s / 2, _wake, woken)
+        timer = loop.call_later(max(limit, 0.0), _wake, woken)
         try:
             await woken
         finally:
@@ -213,6 +221,11 @@ async def one_by_one(
 
 
 _IMPATIENT = "the database did not answer in time"
+
+# The longest a regrouping batch waits for its callers to come back: long
+# enough for a few dozen clients answered together, short beside a request's
+# deadline, and a bound after a batch that ran long (a slow or failing store).
+REGROUP_MOST_S = 0.05
 
 
 def _wake(future: asyncio.Future[None]) -> None:
