@@ -319,7 +319,7 @@ async def test_ids_drawn_ahead_come_a_block_at_a_time_and_are_never_shared(
 
     await store.seed_id_counters()
     monkeypatch.setattr(Store, "_draw", counted)
-    store.draw_ahead("models", 4)
+    store = Store(store.db, features=ServerFeatures(), drawn_ahead={"models": 4})
 
     drawn = await asyncio.gather(*(store.next_ids("models", n) for n in (1, 2, 3)))
     drawn.append(await store.next_ids("models", 6))  # more than a block
@@ -333,6 +333,34 @@ async def test_ids_drawn_ahead_come_a_block_at_a_time_and_are_never_shared(
     assert draws == [4, 4, 6]
     assert (await store.next_ids("models", 2)) == [15, 16]
     assert draws == [4, 4, 6, 4]
+
+
+async def test_a_failed_draw_ahead_fails_every_caller_waiting_at_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    draws: list[int] = []
+    draw = Store._draw
+
+    async def down_once(self: Store, counter: str, count: int) -> Any:
+        draws.append(count)
+        await asyncio.sleep(0)
+        if len(draws) == 1:
+            raise DatabaseUnavailable("the database is unreachable")
+        return await draw(self, counter, count)
+
+    await store.seed_id_counters()
+    monkeypatch.setattr(Store, "_draw", down_once)
+    store = Store(store.db, features=ServerFeatures(), drawn_ahead={"models": 4})
+
+    failed = await asyncio.gather(
+        *(store.next_ids("models", 1) for _ in range(3)), return_exceptions=True
+    )
+
+    assert [type(answer) for answer in failed] == [DatabaseUnavailable] * 3
+    assert draws == [4]  # one draw for the three, not one each in turn
+    drawn = await asyncio.gather(*(store.next_ids("models", 1) for _ in range(3)))
+    assert [ids[0] for ids in drawn] == [1, 2, 3]
+    assert draws == [4, 4]
 
 
 async def test_a_change_whose_stamp_cannot_be_bumped_renews_this_process_pages(

@@ -33,8 +33,6 @@ EVENTS = "modelversion_events"
 # `move_version_counters`.
 VERSION_COUNTERS = "version_counters"
 _COUNTER_PREFIX = "modelversion:"
-# Event ids a process draws at a time (see `History`).
-EVENT_ID_BLOCK = 512
 
 
 async def move_version_counters(store: Store) -> int:
@@ -98,10 +96,6 @@ class History:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        # Every registration, stage change and deletion writes events, and
-        # a batch of promotions needs dozens of ids: drawn a block at a
-        # time, the step on the counter is off nearly every change's path.
-        store.draw_ahead(EVENTS, EVENT_ID_BLOCK)
 
     def reserve(
         self, counter: Document, count: int, *, also: Mapping[str, int] | None = None

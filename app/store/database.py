@@ -25,7 +25,7 @@ from collections.abc import (
 from collections.abc import (
     Set as AbstractSet,
 )
-from contextvars import ContextVar
+from contextvars import Context, ContextVar
 from typing import Any, TypeVar
 
 from pymongo import ReturnDocument
@@ -86,6 +86,11 @@ ID_COUNTERS = (
     "modelversion_events",
 )
 
+# Counters whose ids each process draws a block at a time and hands out
+# from memory (see `Store.next_ids`): every registration, stage change and
+# deletion writes events, and a batch of promotions needs dozens of ids.
+DRAWN_AHEAD: Mapping[str, int] = {"modelversion_events": 512}
+
 # A step the current request wants to run inside the same transaction as
 # its change, given the transaction body's result; see `on_commit`.
 CommitHook = Callable[[Any, Any], Awaitable[None]]
@@ -126,6 +131,7 @@ class Store:
         features: ServerFeatures,
         retries: int = 50,
         deadline_s: float | None = None,
+        drawn_ahead: Mapping[str, int] = DRAWN_AHEAD,
     ) -> None:
         self.db = db
         self.transactions = features.transactions
@@ -141,7 +147,7 @@ class Store:
             self._draw_batch, patience_s=deadline_s
         )
         self._bumps: Batches[str, None, None] = Batches(self._bump_batch)
-        self._ahead: dict[str, _Ahead] = {}
+        self._ahead = {name: _Ahead(block) for name, block in drawn_ahead.items()}
 
     @property
     def db(self) -> Any:
@@ -552,19 +558,25 @@ class Store:
         ahead = self._ahead.get(counter)
         if ahead is None:
             return await self._draws.submit(counter, count)
-        if len(ahead.ids) < count:
-            async with ahead.drawing:
-                while len(ahead.ids) < count:  # or another draw filled it
-                    size = max(ahead.block, count)
-                    ahead.ids.extend(await self._draws.submit(counter, size))
+        while len(ahead.ids) < count:
+            # One block is drawn at a time, for every caller short of ids:
+            # a draw that fails fails them all at once, and the next caller
+            # draws again. The ids a process holds when it stops are never
+            # given out, a gap (which SPEC 6 allows).
+            if ahead.refill is None:
+                refill = self._refill(counter, ahead, max(ahead.block, count))
+                ahead.refill = asyncio.create_task(refill, context=Context())
+                # Its error is each waiting caller's, and no one's to log
+                # when every one of them gave up first.
+                ahead.refill.add_done_callback(_retrieved)
+            await asyncio.shield(ahead.refill)
         return [ahead.ids.popleft() for _ in range(count)]
 
-    def draw_ahead(self, counter: str, block: int) -> None:
-        """Draw ``counter``'s ids ``block`` at a time from now on, and hand
-        them out from memory: one step on the counter per block instead of
-        one per draw. The ids a process holds when it stops are never
-        given out, a gap, which ids may have (SPEC 6)."""
-        self._ahead.setdefault(counter, _Ahead(block))
+    async def _refill(self, counter: str, ahead: _Ahead, size: int) -> None:
+        try:
+            ahead.ids.extend(await self._draws.submit(counter, size))
+        finally:
+            ahead.refill = None
 
     async def _draw_batch(
         self, counter: str, counts: list[int]
@@ -737,11 +749,16 @@ def _counted(
     return counted
 
 
+def _retrieved(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class _Ahead:
     """The ids of one counter drawn ahead and not yet handed out, in
-    order, and the lock held while a block is drawn."""
+    order, and the draw of the next block while one runs."""
 
     def __init__(self, block: int) -> None:
         self.block = block
         self.ids: deque[int] = deque()
-        self.drawing = asyncio.Lock()
+        self.refill: asyncio.Task[None] | None = None
