@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from app.embedded import free_port
+from app.settings import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
@@ -103,18 +104,16 @@ class Servers:
         self._started.append(server)
         if wait:
             await wait_healthy(server)
-            if _worker_count(env) > 1:
+            if _worker_count(environ) > 1:
                 await wait_output(server, "workers ready")
         return server
 
 
 def _worker_count(env: dict[str, str]) -> int:
-    given = env.get("DEARDIARY_WORKERS")
-    if given:
-        return int(given)
-    cores = len(os.sched_getaffinity(0))
-    # The embedded store keeps a core of its own (Settings.worker_count).
-    return cores if env.get("DEARDIARY_MONGO_URI") else max(1, cores - 1)
+    try:
+        return load_settings(env).worker_count
+    except ConfigError:
+        return 1  # it will not start: nothing to wait for but its exit
 
 
 async def wait_output(server: Server, text: str) -> None:
