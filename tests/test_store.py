@@ -286,39 +286,48 @@ async def test_a_duplicate_key_among_stepwise_inserts_is_a_duplicate_key(
         await store.write([Insert("models", [{"_id": 7}])], session=None)
 
 
-async def test_ids_drawn_together_are_drawn_in_one_step_and_never_shared(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    draws: list[int] = []
+class _Draws:
+    """The size of every draw on a counter from now on, each letting other
+    callers run before it goes to the database; ``fail`` fails the next."""
+
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+        self.fail: Exception | None = None
+
+
+@pytest.fixture
+def draws(store: Store, monkeypatch: pytest.MonkeyPatch) -> _Draws:
+    seen = _Draws()
     draw = Store._draw
 
     async def counted(self: Store, counter: str, count: int) -> Any:
-        draws.append(count)
+        seen.counts.append(count)
+        await asyncio.sleep(0)
+        failure, seen.fail = seen.fail, None
+        if failure is not None:
+            raise failure
         return await draw(self, counter, count)
 
-    await store.seed_id_counters()
     monkeypatch.setattr(Store, "_draw", counted)
+    return seen
+
+
+async def test_ids_drawn_together_are_drawn_in_one_step_and_never_shared(
+    store: Store, draws: _Draws
+) -> None:
+    await store.seed_id_counters()
 
     drawn = await asyncio.gather(*(store.next_ids("models", n) for n in (1, 2, 1, 3)))
 
     assert sorted(i for ids in drawn for i in ids) == list(range(1, 8))
     assert [len(ids) for ids in drawn] == [1, 2, 1, 3]
-    assert draws == [7]
+    assert draws.counts == [7]
 
 
 async def test_ids_drawn_ahead_come_a_block_at_a_time_and_are_never_shared(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, draws: _Draws
 ) -> None:
-    draws: list[int] = []
-    draw = Store._draw
-
-    async def counted(self: Store, counter: str, count: int) -> Any:
-        draws.append(count)
-        await asyncio.sleep(0)  # others ask while the block is drawn
-        return await draw(self, counter, count)
-
     await store.seed_id_counters()
-    monkeypatch.setattr(Store, "_draw", counted)
     store = Store(store.db, features=ServerFeatures(), drawn_ahead={"models": 4})
 
     drawn = await asyncio.gather(*(store.next_ids("models", n) for n in (1, 2, 3)))
@@ -328,39 +337,29 @@ async def test_ids_drawn_ahead_come_a_block_at_a_time_and_are_never_shared(
     taken = [i for ids in drawn for i in ids]
     assert [len(ids) for ids in drawn] == [1, 2, 3, 6, 1]
     assert sorted(taken) == taken == list(range(1, 14))
-    assert draws == [4, 4, 6]  # one id, 14, still in hand
+    assert draws.counts == [4, 4, 6]  # one id, 14, still in hand
     assert (await store.next_ids("models", 1)) == [14]
-    assert draws == [4, 4, 6]
+    assert draws.counts == [4, 4, 6]
     assert (await store.next_ids("models", 2)) == [15, 16]
-    assert draws == [4, 4, 6, 4]
+    assert draws.counts == [4, 4, 6, 4]
 
 
 async def test_a_failed_draw_ahead_fails_every_caller_waiting_at_once(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, draws: _Draws
 ) -> None:
-    draws: list[int] = []
-    draw = Store._draw
-
-    async def down_once(self: Store, counter: str, count: int) -> Any:
-        draws.append(count)
-        await asyncio.sleep(0)
-        if len(draws) == 1:
-            raise DatabaseUnavailable("the database is unreachable")
-        return await draw(self, counter, count)
-
     await store.seed_id_counters()
-    monkeypatch.setattr(Store, "_draw", down_once)
     store = Store(store.db, features=ServerFeatures(), drawn_ahead={"models": 4})
+    draws.fail = DatabaseUnavailable("the database is unreachable")
 
     failed = await asyncio.gather(
         *(store.next_ids("models", 1) for _ in range(3)), return_exceptions=True
     )
 
     assert [type(answer) for answer in failed] == [DatabaseUnavailable] * 3
-    assert draws == [4]  # one draw for the three, not one each in turn
+    assert draws.counts == [4]  # one draw for the three, not one each in turn
     drawn = await asyncio.gather(*(store.next_ids("models", 1) for _ in range(3)))
     assert [ids[0] for ids in drawn] == [1, 2, 3]
-    assert draws == [4, 4]
+    assert draws.counts == [4, 4]
 
 
 async def test_a_change_whose_stamp_cannot_be_bumped_renews_this_process_pages(
