@@ -61,13 +61,22 @@ class LoopStats:
         return asdict(self)
 
 
+# How long an idle connection is kept for the next request: less than any
+# server's own idle timeout (uvicorn, which serves MLflow, closes one after
+# 5 s). A connection reused as the server closes it is reset, and a setup
+# request that fails so ends the run.
+IDLE_KEPT_S = 2.0
+
+
 class Http:
     """An aiohttp session on one base URL that never raises on a request."""
 
     def __init__(self, base_url: str, connections: int) -> None:
         self.base = base_url.rstrip("/")
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=connections),
+            connector=aiohttp.TCPConnector(
+                limit=connections, keepalive_timeout=IDLE_KEPT_S
+            ),
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
         )
 
