@@ -101,6 +101,20 @@ async def test_a_batch_that_fails_as_a_whole_fails_each_item() -> None:
     assert [type(answer) for answer in answers] == [RuntimeError, RuntimeError]
 
 
+async def test_a_batch_answered_with_the_wrong_count_fails_each_item() -> None:
+    async def short(key: Hashable, items: list[int]) -> list[int | Exception]:
+        return items[:1]
+
+    batches: Batches[str, int, int] = Batches(short)
+
+    async with asyncio.timeout(5):  # not left waiting for an answer
+        answers = await asyncio.gather(
+            batches.submit("m", 1), batches.submit("m", 2), return_exceptions=True
+        )
+
+    assert [type(answer) for answer in answers] == [RuntimeError, RuntimeError]
+
+
 async def test_an_item_given_up_before_its_batch_starts_is_dropped() -> None:
     runs = _Runs()
     batches = Batches(runs)

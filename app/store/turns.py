@@ -187,6 +187,9 @@ class Batches(Generic[Key, Item, R]):
         try:
             async with asyncio.timeout_at(min(deadlines) if deadlines else None):
                 answers = await self._run(key, [entry.item for entry in batch])
+            if len(answers) != len(batch):
+                # Every caller must hear: a wrong count is the batch's error.
+                raise RuntimeError(f"{len(answers)} answers to {len(batch)} items")
         except TimeoutError:
             answers = [DatabaseUnavailable(_IMPATIENT) for _ in batch]
         except Exception as exc:
